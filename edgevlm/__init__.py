@@ -1,0 +1,7 @@
+"""edgevlm: compact vision-language models on phones and edge boards.
+
+Load a local Hugging Face checkpoint with :func:`edgevlm.models.load`, generate with
+:mod:`edgevlm.generate`, and use the ``edgevlm`` command line for the rest.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,43 @@
+"""The ``edgevlm`` command line: one subcommand per module of this package.
+
+Every subcommand takes ``--json`` for machine-readable output. Bad input (a missing model, an
+unknown model type, a corrupt file, a prompt too long) prints one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..errors import EdgeVLMError
+from . import info, llama2c, run
+
+COMMANDS = {"info": info, "run": run, "import-llama2c": llama2c}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgevlm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        p.set_defaults(handler=module.main)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except EdgeVLMError as e:
+        print(f"edgevlm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"edgevlm {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

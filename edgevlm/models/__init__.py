@@ -1,0 +1,79 @@
+"""The model zoo: export-friendly PyTorch re-authorings, one package per family.
+
+``load(path)`` reads a local Hugging Face checkpoint directory; ``model_type`` in its config.json
+picks the family package, through one small alias table for families that share code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UnsupportedModelError
+from ..processing.processor import Processor
+from .base import Model, skip_weight_init
+from .checkpoint import load_weights, read_config
+
+# model_type -> family package
+MODEL_TYPES = {
+    "llama": "llama",
+    "smolvlm": "smolvlm",
+    "idefics3": "smolvlm",
+    "llava": "llava",
+    "mobilevlm": "mobilevlm",
+}
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint ready to run: the model, its processor and where they came from."""
+
+    family: str
+    path: Path
+    config: Any  # the family's config dataclass
+    model: Model
+    processor: Processor
+    hf_config: dict
+
+
+def family_of(hf_config: dict, where: Path | str = "config.json") -> str:
+    model_type = hf_config.get("model_type")
+    if model_type not in MODEL_TYPES:
+        raise UnsupportedModelError(
+            f"{where}: unsupported model_type {model_type!r}; supported: {', '.join(sorted(MODEL_TYPES))}"
+        )
+    return MODEL_TYPES[model_type]
+
+
+def family_module(family: str):
+    return importlib.import_module(f"{__name__}.{family}")
+
+
+def load(path: str | Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load a local Hugging Face checkpoint directory (or an embedded zoo model by name)."""
+    from ..zoo import resolve
+
+    path = resolve(path)
+    hf_config = read_config(path)
+    family = family_of(hf_config, path / "config.json")
+    module = family_module(family)
+    try:
+        config = module.MODEL.config_from_hf(hf_config)
+    except (TypeError, ValueError) as e:
+        if isinstance(e, UnsupportedModelError):
+            raise UnsupportedModelError(f"{path / 'config.json'}: {e}") from e
+        raise UnsupportedModelError(f"{path / 'config.json'}: invalid {family} config ({e})") from e
+    with skip_weight_init():
+        model = module.MODEL(config)
+    weights, origin = load_weights(path)
+    model.load_checkpoint(weights, origin, path)
+    model = model.to(dtype).eval()
+    processor = module.PROCESSOR.from_dir(path, config)
+    return LoadedModel(family, path, config, model, processor, hf_config)
+
+
+__all__ = ["LoadedModel", "Model", "MODEL_TYPES", "load", "family_of"]

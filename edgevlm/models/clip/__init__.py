@@ -1,0 +1,6 @@
+"""CLIP vision encoder."""
+
+from .config import ClipVisionConfig
+from .vision import ClipVisionTower
+
+__all__ = ["ClipVisionConfig", "ClipVisionTower"]

@@ -1,0 +1,1 @@
+"""edgevlm.quant: quantization algorithms and recipes (installed as ``edgevlm.quant``)."""

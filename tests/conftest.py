@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny checkpoints saved once per session, the shared data directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import tiny_models  # noqa: E402
+
+DATA = tiny_models.DATA
+
+
+def pytest_sessionstart(session):
+    if not DATA.is_dir():
+        raise pytest.UsageError(f"shared test data not found at {DATA} (expected ../shared/data beside the repo)")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def images() -> list[Path]:
+    return tiny_models.IMAGES
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory) -> Path:
+    return tiny_models.make_llama(tmp_path_factory.mktemp("llama"))
+
+
+@pytest.fixture(scope="session")
+def llama_untied_dir(tmp_path_factory) -> Path:
+    return tiny_models.make_llama(tmp_path_factory.mktemp("llama_untied"), tie=False, seed=1)
+
+
+@pytest.fixture(scope="session")
+def smolvlm_dir(tmp_path_factory) -> Path:
+    return tiny_models.make_smolvlm(tmp_path_factory.mktemp("smolvlm"))
+
+
+@pytest.fixture(scope="session")
+def llava_dir(tmp_path_factory) -> Path:
+    return tiny_models.make_llava(tmp_path_factory.mktemp("llava"))

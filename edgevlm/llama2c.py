@@ -165,7 +165,8 @@ def read_llama2c_tokenizer(path: str | Path, vocab_size: int | None = None) -> L
     if vocab_size is not None and len(pieces) != vocab_size:
         raise CheckpointError(f"{path}: has {len(pieces)} tokens, the model needs {vocab_size} (truncated?)")
     if offset != len(data):
-        raise CheckpointError(f"{path}: {len(data) - offset} unexpected bytes after token {len(pieces) - 1}")
+        expected = f" (the model's vocab_size is {vocab_size})" if vocab_size is not None else ""
+        raise CheckpointError(f"{path}: {len(data) - offset} unexpected bytes after token {len(pieces) - 1}{expected}")
     if not pieces:
         raise CheckpointError(f"{path}: no tokens")
     return Llama2cTokenizer(max_len, pieces, scores)

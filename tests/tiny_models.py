@@ -118,3 +118,46 @@ def make_llava(d: Path, vision: str = "clip", strategy: str = "default", layer: 
     torch.manual_seed(seed)
     LlavaForConditionalGeneration(cfg).eval().save_pretrained(d)
     return d
+
+
+MOBILEVLM_GOLDEN = Path(__file__).resolve().parent / "data" / "mobilevlm_projectors_golden.safetensors"
+
+
+def make_mobilevlm(d: Path, projector: str = "ldpnetv2", seed: int = 0) -> Path:
+    """A MobileVLM checkpoint in the original layout (MobileLlamaForCausalLM keys, CLIP under
+    ``model.vision_tower.vision_tower.vision_model.``, projector under ``model.mm_projector.``).
+
+    The projector weights are those of the golden file made with the original MobileVLM code; the
+    CLIP tower (48 px, patch 2: the 24 x 24 grid of CLIP-336) and the decoder are random.
+    """
+    import json
+
+    from safetensors.torch import load_file, save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    d.mkdir(parents=True, exist_ok=True)
+    tok = _tokenizer(d, 380, ["<unk>", "<s>", "</s>"], bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tok.save_pretrained(d)
+    tok_cfg = json.loads((d / "tokenizer_config.json").read_text())
+    tok_cfg["add_bos_token"] = True
+    (d / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2))
+    CLIPImageProcessor(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48}).save_pretrained(d)
+
+    torch.manual_seed(seed)
+    text = tiny_text_config(380, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
+    text.pop("model_type")
+    llm = LlamaForCausalLM(LlamaConfig(**text))
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=48, patch_size=2)
+    clip = CLIPVisionModel(CLIPVisionConfig(**vision))
+    tensors = {k: v for k, v in llm.state_dict().items()}
+    tensors.update({f"model.vision_tower.vision_tower.vision_model.{k}": v for k, v in clip.state_dict().items()})
+    golden = load_file(MOBILEVLM_GOLDEN)
+    tensors.update({f"model.mm_projector.{k[len(projector) + 1:]}": v for k, v in golden.items()
+                    if k.startswith(projector + ".") and not k.endswith(".output")})
+    save_file({k: v.contiguous() for k, v in tensors.items()}, d / "model.safetensors")
+    config = dict(text, model_type="mobilevlm", architectures=["MobileLlamaForCausalLM"], mm_hidden_size=32,
+                  mm_projector_type=projector, mm_vision_select_layer=-2, mm_vision_select_feature="patch",
+                  mm_vision_tower="tiny-clip-48", vision_tower_type="clip", image_aspect_ratio="pad",
+                  mm_use_im_start_end=False, mm_use_im_patch_token=False, vision_config=vision)
+    (d / "config.json").write_text(json.dumps(config, indent=2))
+    return d

@@ -293,7 +293,9 @@ def spm_bpe_tokenizer(
     # decode: "▁" -> " ", <0xXX> runs -> UTF-8 text, join, drop the dummy prefix's space
     chain: list[decoders.Decoder] = [decoders.Replace(SPACE, " ")] if escape_whitespaces else []
     chain += [decoders.ByteFallback(), decoders.Fuse()]
-    if add_dummy_prefix or remove_extra_whitespaces:
+    if remove_extra_whitespaces:  # sentencepiece then drops every leading "▁" of the output
+        chain.append(decoders.Strip(content=" ", left=1 << 16, right=0))
+    elif add_dummy_prefix:
         chain.append(decoders.Strip(content=" ", left=1, right=0))
     tok.decoder = decoders.Sequence(chain)
 

@@ -11,6 +11,7 @@ from ..vit import ViTConfig
 
 @dataclass
 class ClipVisionConfig(ViTConfig):
+    patch_size: int = 32  # transformers' CLIPVisionConfig default
     hidden_act: str = "quick_gelu"
     layer_norm_eps: float = 1e-5
 

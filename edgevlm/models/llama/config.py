@@ -58,14 +58,15 @@ class RopeConfig:
 class LlamaConfig:
     """Text decoder hyper-parameters, read from a Llama-style ``config.json`` / ``text_config``."""
 
-    hidden_size: int = 576
-    intermediate_size: int = 1536
-    num_hidden_layers: int = 30
-    num_attention_heads: int = 9
+    # defaults are transformers' LlamaConfig defaults, for keys a config.json leaves out
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_hidden_layers: int = 32
+    num_attention_heads: int = 32
     num_key_value_heads: int | None = None
     head_dim: int | None = None
-    vocab_size: int = 49152
-    rms_norm_eps: float = 1e-5
+    vocab_size: int = 32000
+    rms_norm_eps: float = 1e-6
     max_position_embeddings: int = 2048
     tie_word_embeddings: bool = False
     attention_bias: bool = False

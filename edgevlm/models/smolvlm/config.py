@@ -9,6 +9,10 @@ from ..llama.config import LlamaConfig
 from ..siglip.config import SiglipVisionConfig
 
 
+IDEFICS3_VISION_DEFAULTS = dict(hidden_size=1152, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=16,
+                                image_size=224, patch_size=32)
+
+
 @dataclass
 class SmolVLMConfig:
     text: LlamaConfig = field(default_factory=LlamaConfig)
@@ -28,10 +32,11 @@ class SmolVLMConfig:
 
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> "SmolVLMConfig":
-        text_hf = dict(hf.get("text_config") or {})
+        # transformers' Idefics3 defaults for keys a config.json leaves out
+        text_hf = {"rms_norm_eps": 1e-5, **(hf.get("text_config") or {})}
         # The top-level flag decides tying for the composite model (transformers does the same).
         tie = hf.get("tie_word_embeddings", text_hf.get("tie_word_embeddings", False))
         text = LlamaConfig.from_hf(text_hf, tie_word_embeddings=bool(tie))
-        vision = SiglipVisionConfig.from_hf(hf.get("vision_config") or {})
+        vision = SiglipVisionConfig.from_hf({**IDEFICS3_VISION_DEFAULTS, **(hf.get("vision_config") or {})})
         return cls(text=text, vision=vision, scale_factor=int(hf.get("scale_factor", 2)),
                    image_token_id=int(hf.get("image_token_id", 49190)))

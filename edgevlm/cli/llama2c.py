@@ -19,10 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from ..llama2c import import_llama2c
 
-    result = import_llama2c(args.model_bin, args.tokenizer_bin, args.output)
-    files = sorted(p.name for p in Path(args.output).iterdir())
+    out = import_llama2c(args.model_bin, args.tokenizer_bin, args.output)
+    files = sorted(p.name for p in out.iterdir())
     if args.json:
-        print_json({"output": str(args.output), "files": files, "result": result})
+        print_json({"output": str(out), "files": files})
     else:
         console.print(f"wrote {args.output}: {', '.join(files)}")
     return 0

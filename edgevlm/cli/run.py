@@ -37,6 +37,8 @@ def main(args: argparse.Namespace) -> int:
         loaded = load(args.model)
     chat = not args.no_chat and loaded.processor.chat_template is not None
     pieces, tokens, stats = [], [], None
+    if not chat and not args.json:
+        console.print(args.prompt, end="", style="dim", markup=False, highlight=False)  # a continuation: show what it continues
     for r in stream(loaded, args.prompt, args.image, params, chat=chat, chunk_size=args.chunk_size):
         pieces.append(r.text)
         tokens.append(r.token)
@@ -50,6 +52,7 @@ def main(args: argparse.Namespace) -> int:
                     "tokens": tokens, "stats": stats.to_dict() if stats else None})
         return 0
     sys.stdout.write("\n")
+    sys.stdout.flush()
     if stats is not None:
         err_console.print(
             f"[dim]{stats.prompt_tokens} prompt tokens, TTFT {stats.ttft_ms:.0f} ms "

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..files import read_json
 
 CONFIG_FILE = "config.json"
 SINGLE_WEIGHTS_FILE = "model.safetensors"
@@ -65,19 +66,6 @@ def read_config(model_dir: Path) -> dict:
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(config).__name__}")
     return config
-
-
-def read_json(path: Path) -> dict | None:
-    """A JSON file's object, None if the file does not exist."""
-    if not path.is_file():
-        return None
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{path}: expected a JSON object")
-    return value
 
 
 def read_safetensors_header(path: Path) -> dict[str, TensorEntry]:

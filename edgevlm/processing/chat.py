@@ -18,7 +18,7 @@ from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..errors import InputError
-from ..models.checkpoint import read_json
+from ..files import read_json
 
 Message = dict[str, Any]
 

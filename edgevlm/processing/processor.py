@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..models.checkpoint import read_json
+from ..files import read_json
 from .chat import ChatTemplate, Message, find_chat_template, user_message
 from .image import ImageLike, load_image
 from .tokenizer import Tokenizer

@@ -17,7 +17,13 @@ Known differences from SentencePiece itself (shared with Hugging Face's own conv
 tokenizers): control-token strings such as ``<s>`` typed in the text are recognised as those
 special tokens; ``<unk>`` decodes as ``<unk>`` (not " ⁇ ") unless special tokens are skipped;
 UNUSED pieces are never produced; when two *different* pieces have exactly equal scores the lower
-id wins instead of the leftmost position (SentencePiece-trained BPE models have distinct scores).
+id wins instead of the leftmost position (SentencePiece-trained BPE models have distinct scores);
+with a precompiled charsmap (e.g. nmt_nfkc), ``tokenizers``' Precompiled normalizer works per
+grapheme cluster and can differ on some multi-code-point clusters (a combining mark after a remapped
+character, Hangul jamo, half-width kana + sound mark). transformers 5's ``LlamaTokenizer`` (what
+AutoTokenizer picks for ``LlamaTokenizerFast``) rebuilds the pipeline with a Metaspace pre-tokenizer
+and so adds no dummy prefix to text that already starts with a space or "▁"; this file's
+``tokenizer.json`` follows SentencePiece there.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import processors
 
 from ..errors import CheckpointError
-from ..models.checkpoint import read_json
+from ..files import read_json
 
 TOKENIZER_JSON = "tokenizer.json"
 SENTENCEPIECE_MODEL = "tokenizer.model"

@@ -95,3 +95,19 @@ def test_truncated_and_missing_image_files(images, tmp_path):
         load_image(cut)
     with pytest.raises(InputError, match="not found"):
         load_image(tmp_path / "missing.png")
+
+
+@pytest.mark.parametrize("fixture", ["smolvlm_dir", "llava_dir"])
+def test_prompt_ids_equal_transformers_on_every_photo(request, fixture, images):
+    from transformers import AutoProcessor
+
+    from edgevlm.models import load
+
+    d = request.getfixturevalue(fixture)
+    ours, hf = load(d).processor, AutoProcessor.from_pretrained(d)
+    text = ours.chat_prompt("Describe the picture.", 1)
+    for path in images:
+        ref = hf(text=text, images=[load_image(path)], return_tensors="np")
+        got = ours(text, [path])
+        assert got.input_ids == ref["input_ids"][0].tolist(), path.name
+        assert np.abs(got.pixel_values - ref["pixel_values"].reshape(got.pixel_values.shape)).max() <= TOL, path.name

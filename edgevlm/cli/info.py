@@ -65,8 +65,10 @@ def main(args: argparse.Namespace) -> int:
         print_json(info)
         return 0
     console.print(f"[bold]{info['path']}[/]  family [bold]{info['family']}[/] (model_type {info['model_type']})")
-    rows = [[k, f"{v:,}", f"{100 * v / info['parameters']['total']:.1f}%"] for k, v in info["parameters"].items() if k != "total"]
-    rows.append(["total", f"{info['parameters']['total']:,}", "100%"])
+    total = info["parameters"]["total"]
+    rows = [[k, "tied to token_embedding" if k == "lm_head" and info["lm_head_tied"] else f"{v:,}", f"{100 * v / total:.1f}%"]
+            for k, v in info["parameters"].items() if k != "total"]
+    rows.append(["total", f"{total:,}", "100%"])
     console.print(table("Parameters", ["component", "parameters", "share"], rows))
     cfg = info["config"]
     text = cfg.get("text", cfg)

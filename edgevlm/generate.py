@@ -18,7 +18,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .engine import Engine, PrefillTimings, TorchEngine, merge_image_features, run_prefill
+from .engine import (
+    Engine,
+    PrefillTimings,
+    TorchEngine,
+    merge_image_features,
+    run_prefill,
+)
 from .errors import InputError
 from .models import LoadedModel
 from .processing.image import ImageLike

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
+import tiny_models
 import torch
 from safetensors.torch import load_file
-from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
-import tiny_models
 from edgevlm.generate import generate
 from edgevlm.models import load
 from edgevlm.models.mobilevlm.config import IMAGE_TOKEN_INDEX

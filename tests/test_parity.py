@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
-
 import tiny_models
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    AutoTokenizer,
+)
+
 from edgevlm.generate import generate
 from edgevlm.models import load
 from edgevlm.sampling import SamplingParams

@@ -25,9 +25,14 @@ from transformers import (
     SmolVLMConfig,
     SmolVLMForConditionalGeneration,
 )
-from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE as SMOLVLM_TEMPLATE
+from transformers.models.smolvlm.processing_smolvlm import (
+    DEFAULT_CHAT_TEMPLATE as SMOLVLM_TEMPLATE,
+)
 
-from edgevlm.processing.train_tokenizer import SMOLVLM_SPECIAL_TOKENS, train_bytelevel_bpe
+from edgevlm.processing.train_tokenizer import (
+    SMOLVLM_SPECIAL_TOKENS,
+    train_bytelevel_bpe,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TEXT = DATA / "text" / "tinystories_valid_excerpt.txt"

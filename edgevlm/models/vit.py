@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import require
+from .config import from_dict, require
 
 ACTIVATIONS = {
     "gelu": F.gelu,
@@ -54,6 +55,10 @@ class ViTConfig:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.feature_layer is not None and not -self.num_hidden_layers - 1 <= self.feature_layer <= self.num_hidden_layers:
             raise ValueError(f"feature layer {self.feature_layer} out of range for {self.num_hidden_layers} layers")
+
+    @classmethod
+    def from_hf(cls, hf: dict[str, Any], **overrides: Any) -> "ViTConfig":
+        return from_dict(cls, hf, **overrides)
 
     @property
     def patches_per_side(self) -> int:

@@ -65,11 +65,16 @@ class Processor:
 
     @classmethod
     def from_dir(cls, model_dir: Path, model_config: Any) -> "Processor":
+        return cls(*cls.text_parts(model_dir))
+
+    @classmethod
+    def text_parts(cls, model_dir: Path) -> tuple[Tokenizer, ChatTemplate | None]:
+        """The checkpoint's tokenizer and chat template (the family's default template if it has none)."""
         tokenizer = Tokenizer.from_dir(model_dir)
         template = find_chat_template(model_dir, tokenizer.chat_template)
         if template is None and cls.default_chat_template is not None:
             template = ChatTemplate(cls.default_chat_template, f"{cls.__name__} default")
-        return cls(tokenizer, template)
+        return tokenizer, template
 
     # --- images ---------------------------------------------------------------------------
     def preprocess_image(self, image: np.ndarray) -> ImageTiles:

@@ -34,7 +34,15 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, processors
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    processors,
+)
 
 from ..errors import CheckpointError
 

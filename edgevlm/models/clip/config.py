@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import from_dict
 from ..vit import ViTConfig
 
 
@@ -14,10 +13,6 @@ class ClipVisionConfig(ViTConfig):
     patch_size: int = 32  # transformers' CLIPVisionConfig default
     hidden_act: str = "quick_gelu"
     layer_norm_eps: float = 1e-5
-
-    @classmethod
-    def from_hf(cls, hf: dict[str, Any], **overrides: Any) -> "ClipVisionConfig":
-        return from_dict(cls, hf, **overrides)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

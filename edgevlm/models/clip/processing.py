@@ -8,7 +8,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ...processing.image import center_crop, expand_to_square, normalize, resample_filter, resize
+from ...processing.chat import ChatTemplate
+from ...processing.image import (
+    center_crop,
+    expand_to_square,
+    normalize,
+    resample_filter,
+    resize,
+)
+from ...processing.processor import ImageTiles, Processor
+from ...processing.tokenizer import Tokenizer
 
 OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -51,3 +60,19 @@ class ClipImageProcessor:
         if self.do_crop:
             image = center_crop(image, *self.crop_hw)
         return normalize(image, self.mean, self.std, self.rescale)[None]
+
+
+class SingleTileProcessor(Processor):
+    """Processing for models that see each image as one CLIP-preprocessed tile (LLaVA, MobileVLM)."""
+
+    supports_images = True
+    structured_content = True
+
+    def __init__(self, tokenizer: Tokenizer, chat_template: ChatTemplate | None, images: ClipImageProcessor,
+                 tokens_per_tile: int):
+        super().__init__(tokenizer, chat_template)
+        self.images = images
+        self.tokens_per_tile = tokens_per_tile
+
+    def preprocess_image(self, image: np.ndarray) -> ImageTiles:
+        return ImageTiles(self.images(image))

@@ -10,12 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import InputError
-from ...processing.chat import ChatTemplate, find_chat_template
 from ...processing.image import ImageLike, load_image
-from ...processing.processor import ImageTiles, ModelInputs, Processor, read_image_processor_config
-from ...processing.tokenizer import Tokenizer
-from ..clip.processing import ClipImageProcessor
-from .config import MobileVLMConfig
+from ...processing.processor import ImageTiles, ModelInputs, read_image_processor_config
+from ..clip.processing import ClipImageProcessor, SingleTileProcessor
+from .config import IMAGE_TOKEN_INDEX, MobileVLMConfig
 
 SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. "
           "The assistant gives helpful, detailed, and polite answers to the user's questions.")
@@ -31,28 +29,15 @@ DEFAULT_CHAT_TEMPLATE = (
 )
 
 
-class MobileVLMProcessor(Processor):
-    supports_images = True
-    structured_content = True
+class MobileVLMProcessor(SingleTileProcessor):
     default_chat_template = DEFAULT_CHAT_TEMPLATE
-
-    def __init__(self, tokenizer: Tokenizer, chat_template: ChatTemplate | None, images: ClipImageProcessor,
-                 tokens_per_tile: int, image_token_id: int):
-        super().__init__(tokenizer, chat_template)
-        self.images = images
-        self.tokens_per_tile = tokens_per_tile
-        self.image_token_id = image_token_id
+    image_token_id = IMAGE_TOKEN_INDEX
 
     @classmethod
     def from_dir(cls, model_dir: Path, model_config: MobileVLMConfig) -> "MobileVLMProcessor":
-        tokenizer = Tokenizer.from_dir(model_dir)
-        template = find_chat_template(model_dir, tokenizer.chat_template) or ChatTemplate(DEFAULT_CHAT_TEMPLATE, "mobilevlm default")
         images = ClipImageProcessor(read_image_processor_config(model_dir), model_config.vision.image_size,
                                     pad_to_square=model_config.pad_to_square)
-        return cls(tokenizer, template, images, model_config.tokens_per_tile, model_config.image_token_id)
-
-    def preprocess_image(self, image: np.ndarray) -> ImageTiles:
-        return ImageTiles(self.images(image))
+        return cls(*cls.text_parts(model_dir), images, model_config.tokens_per_tile)
 
     def image_prompt(self, tiles: ImageTiles) -> str:
         return ""  # images are spliced in as ids, not text

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import from_dict
 from ..vit import ViTConfig
 
 
@@ -13,10 +12,6 @@ from ..vit import ViTConfig
 class SiglipVisionConfig(ViTConfig):
     hidden_act: str = "gelu_pytorch_tanh"
     layer_norm_eps: float = 1e-6
-
-    @classmethod
-    def from_hf(cls, hf: dict[str, Any], **overrides: Any) -> "SiglipVisionConfig":
-        return from_dict(cls, hf, **overrides)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -8,7 +8,6 @@ from typing import Any
 from ..llama.config import LlamaConfig
 from ..siglip.config import SiglipVisionConfig
 
-
 IDEFICS3_VISION_DEFAULTS = dict(hidden_size=1152, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=16,
                                 image_size=224, patch_size=32)
 

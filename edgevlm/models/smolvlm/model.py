@@ -7,8 +7,8 @@ from typing import Any
 import torch
 
 from ..base import Model
-from ..siglip.vision import SiglipVisionTower
 from ..llama.language import LlamaDecoder
+from ..siglip.vision import SiglipVisionTower
 from ..vit import prefixed
 from .config import SmolVLMConfig
 from .projector import PixelShuffleConnector

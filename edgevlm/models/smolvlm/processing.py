@@ -17,9 +17,14 @@ import numpy as np
 from PIL import Image
 
 from ...errors import CheckpointError
-from ...processing.chat import ChatTemplate, find_chat_template
+from ...processing.chat import ChatTemplate
 from ...processing.image import normalize, resample_filter, resize
-from ...processing.processor import ImageTiles, Processor, read_image_processor_config, read_processor_config
+from ...processing.processor import (
+    ImageTiles,
+    Processor,
+    read_image_processor_config,
+    read_processor_config,
+)
 from ...processing.tokenizer import Tokenizer
 from .config import SmolVLMConfig
 
@@ -88,9 +93,7 @@ class SmolVLMProcessor(Processor):
 
     @classmethod
     def from_dir(cls, model_dir: Path, model_config: SmolVLMConfig) -> "SmolVLMProcessor":
-        tokenizer = Tokenizer.from_dir(model_dir)
-        template = find_chat_template(model_dir, tokenizer.chat_template) or ChatTemplate(DEFAULT_CHAT_TEMPLATE, "smolvlm default")
-        proc = cls(tokenizer, template, read_image_processor_config(model_dir), model_config.tokens_per_tile,
+        proc = cls(*cls.text_parts(model_dir), read_image_processor_config(model_dir), model_config.tokens_per_tile,
                    model_config.vision.image_size)
         seq_len = read_processor_config(model_dir).get("image_seq_len")
         if seq_len is not None and int(seq_len) != model_config.tokens_per_tile:

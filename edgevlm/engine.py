@@ -148,7 +148,10 @@ class TorchEngine:
         logits = self.model.prefill(torch.from_numpy(embeds).to(self.dtype), torch.from_numpy(positions))
         return logits[0].float().numpy()
 
-    decode = prefill
+    @torch.inference_mode()
+    def decode(self, embeds: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        logits = self.model.decode(torch.from_numpy(embeds).to(self.dtype), torch.from_numpy(positions))
+        return logits[0].float().numpy()
 
     def reset(self) -> None:
         for module in self.model.modules():

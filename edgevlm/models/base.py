@@ -8,7 +8,7 @@ Everything downstream (generation, quantization, exporters, runtimes) uses only 
 - ``encode_images(pixel_values [N, 3, S, S])`` -> ``[N, tokens_per_tile, H]``, projector included
 - ``prefill(embeds [1, C, H], input_pos [C])`` -> logits of the chunk's last row ``[1, V]``
   (needs a static KV cache, see :mod:`edgevlm.models.cache`)
-- ``decode(token [1, 1], input_pos [1])`` -> ``[1, V]``
+- ``decode(embeds [1, 1, H], input_pos [1])`` -> ``[1, V]``: the same step for one row
 - ``forward(ids, pixel_values)`` -> logits ``[1, T, V]``: the eager, cache-free reference
 """
 
@@ -94,9 +94,9 @@ class Model(nn.Module):
         hidden = self.language_model.hidden_states(embeds, input_pos)
         return self.language_model.lm_head(hidden[:, -1])
 
-    def decode(self, token: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
-        """One token ``[B, 1]`` at position ``[1]`` -> logits ``[B, V]``."""
-        return self.prefill(self.language_model.embed_tokens(token), input_pos)
+    def decode(self, embeds: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+        """One embedding row ``[B, 1, H]`` at position ``[1]`` -> logits ``[B, V]`` (prefill with C = 1)."""
+        return self.prefill(embeds, input_pos)
 
     # --- description ---------------------------------------------------------------------
     def vision_components(self) -> dict[str, nn.Module]:

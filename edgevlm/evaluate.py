@@ -1,22 +1,34 @@
-"""Quality measurements: perplexity on real text.
+"""Quality measurements: perplexity on real text, and task accuracy of the shapes VLM.
 
-Text files hold documents separated by lines reading ``<|endoftext|>`` (TinyStories' layout; a file
+Perplexity: text files hold documents separated by lines reading ``<|endoftext|>`` (TinyStories' layout; a file
 without separators is one document). Each document is stripped, tokenized with the model's
 tokenizer (BOS in front when the tokenizer adds one) and cut to the model's context; the loss is
 the mean next-token cross-entropy over every predicted token of every document.
+
+VQA: held-out questions of the procedural shapes dataset (:mod:`edgevlm.zoo.shapes_data`), asked
+one per chat turn through the chat template and answered greedily with the reference generator
+(chunked prefill, static KV cache); a prediction counts when it equals the answer after
+:func:`~edgevlm.zoo.shapes_data.normalize_answer`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from .engine import TorchEngine
 from .errors import InputError
+from .generate import GenerationStats, generate_step
 from .models import LoadedModel
+from .models.base import Model
+from .models.cache import remove_kv_cache
+from .processing.processor import Processor
+from .sampling import SamplingParams
 
 DOCUMENT_SEPARATOR = "<|endoftext|>"
 
@@ -67,3 +79,50 @@ def perplexity(loaded: LoadedModel, path: Path, max_tokens: int | None = None) -
         raise InputError(f"{path}: no document has two or more tokens")
     loss = total / count
     return PerplexityResult(loss, math.exp(loss), count, docs, max_tokens)
+
+
+@dataclass
+class VQAResult:
+    n: int
+    accuracy: float
+    by_type: dict[str, float]
+    counts: dict[str, int]
+    mistakes: list[dict] = field(default_factory=list)  # the first few wrong answers
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.inference_mode()
+def vqa_accuracy(model: Model, processor: Processor, n: int = 500, start: int = 0, chunk_size: int = 64,
+                 max_new_tokens: int = 48, on_item: Callable[[], None] | None = None) -> VQAResult:
+    """Exact-match accuracy, overall and per question type, on ``n`` held-out shapes questions."""
+    from .zoo import shapes_data
+
+    if not processor.supports_images:
+        raise InputError("VQA needs a vision-language model; this one is text-only")
+    if n < 1:
+        raise InputError(f"--n must be >= 1, got {n}")
+    engine = TorchEngine(model, 512, chunk_size)
+    params = SamplingParams(max_new_tokens=max_new_tokens)
+    stop = processor.tokenizer.eos_ids
+    right: dict[str, int] = {t: 0 for t in shapes_data.QUESTION_TYPES}
+    seen: dict[str, int] = {t: 0 for t in shapes_data.QUESTION_TYPES}
+    mistakes = []
+    try:
+        for scene, qa in shapes_data.heldout(n, start):
+            inputs = processor(processor.chat_prompt(qa.question, 1), [shapes_data.render(scene)])
+            tokens = [t for t in generate_step(engine, inputs, params, stop, GenerationStats()) if t not in stop]
+            prediction = processor.tokenizer.decode(tokens, skip_special_tokens=True)
+            ok = shapes_data.normalize_answer(prediction) == shapes_data.normalize_answer(qa.answer)
+            seen[qa.kind] += 1
+            right[qa.kind] += ok
+            if not ok and len(mistakes) < 20:
+                mistakes.append({"seed": scene.seed, "question": qa.question, "answer": qa.answer, "prediction": prediction.strip()})
+            if on_item is not None:
+                on_item()
+    finally:
+        remove_kv_cache(model)
+    total = sum(seen.values())
+    by_type = {t: right[t] / seen[t] for t in seen if seen[t]}
+    return VQAResult(total, sum(right.values()) / total, by_type, {t: c for t, c in seen.items() if c}, mistakes)

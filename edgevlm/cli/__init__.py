@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import EdgeVLMError
-from . import info, llama2c, run
+from . import demo, evaluation, info, llama2c, run
 
-COMMANDS = {"info": info, "run": run, "import-llama2c": llama2c}
+COMMANDS = {"demo": demo, "info": info, "run": run, "eval": evaluation, "import-llama2c": llama2c}
 
 
 def build_parser() -> argparse.ArgumentParser:

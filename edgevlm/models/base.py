@@ -111,6 +111,29 @@ class Model(nn.Module):
         return {**self.vision_components(), "token_embedding": lm.embed_tokens, "decoder": decoder,
                 "lm_head": None if tied else lm.lm_head}
 
+    # --- training and saving -----------------------------------------------------------------
+    def init_weights(self, std: float = 0.02) -> None:
+        """Fresh weights for training from scratch: normal(0, std) matrices, zero biases, unit norms."""
+        from .llama.language import RMSNorm
+
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+
+    def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
+        """Our weights under their checkpoint names (a tied LM head stored once), contiguous."""
+        return {self.checkpoint_key(name): t.detach().contiguous() for name, t in self.state_dict(keep_vars=False).items()
+                if not (name.endswith("lm_head.weight") and self.language_model.lm_head.weight is self.language_model.embed_tokens.weight)}
+
     # --- checkpoint translation -----------------------------------------------------------
     def ignored_keys(self) -> tuple[str, ...]:
         """Regexes of checkpoint keys to skip; families add config-dependent ones."""

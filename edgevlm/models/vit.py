@@ -6,6 +6,7 @@ Names follow both checkpoints (``layer_norm1``, ``self_attn.{q,k,v,out}_proj``, 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,10 @@ class ViTConfig:
     @classmethod
     def from_hf(cls, hf: dict[str, Any], **overrides: Any) -> "ViTConfig":
         return from_dict(cls, hf, **overrides)
+
+    def to_hf(self, model_type: str) -> dict[str, Any]:
+        """A transformers vision config dict (the feature layer belongs to the parent config)."""
+        return {"model_type": model_type, **{k: v for k, v in dataclasses.asdict(self).items() if k != "feature_layer"}}
 
     @property
     def patches_per_side(self) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..config import from_dict, require
@@ -100,6 +100,16 @@ class LlamaConfig:
     @classmethod
     def from_hf(cls, hf: dict[str, Any], **overrides: Any) -> "LlamaConfig":
         return from_dict(cls, hf, rope=RopeConfig.from_hf(hf), **overrides)
+
+    def to_hf(self) -> dict[str, Any]:
+        """A transformers ``LlamaConfig`` dict (rope in both the transformers-5 and the older keys)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rope"}
+        rope = {k: v for k, v in asdict(self.rope).items() if v is not None}
+        if self.rope.rope_type == "default":
+            rope = {"rope_type": "default", "rope_theta": self.rope.rope_theta}
+        else:
+            d["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
+        return {"model_type": "llama", **d, "rope_theta": self.rope.rope_theta, "rope_parameters": rope}
 
 
 # Named presets: real model shapes and tiny test sizes.

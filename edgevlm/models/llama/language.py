@@ -111,13 +111,20 @@ class LlamaDecoder(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.rotary = RotaryEmbedding(cfg.rope, cfg.head_dim, cfg.max_position_embeddings)
 
-    def hidden_states(self, embeds: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
-        """Final normed hidden states ``[B, T, hidden]`` of embeddings ``[B, T, hidden]`` at positions ``[T]``."""
-        cache = self.layers[0].self_attn.kv_cache
-        key_pos = input_pos if cache is None else torch.arange(cache.max_context, device=input_pos.device)
-        mask = key_pos[None, :] <= input_pos[:, None]  # [T, S]
+    def hidden_states(self, embeds: torch.Tensor, input_pos: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Final normed hidden states ``[B, T, hidden]`` of embeddings ``[B, T, hidden]`` at positions ``[T]``.
+
+        The attention mask follows from positions (and the cache). Training passes its own instead:
+        ``mask [B, 1, T, T]`` with per-row positions ``input_pos [B, T]`` (shared-prefix packing).
+        """
+        if mask is None:
+            cache = self.layers[0].self_attn.kv_cache
+            key_pos = input_pos if cache is None else torch.arange(cache.max_context, device=input_pos.device)
+            mask = key_pos[None, :] <= input_pos[:, None]  # [T, S]
         cos, sin = self.rotary(input_pos)
         cos, sin = cos.to(embeds.dtype), sin.to(embeds.dtype)
+        if cos.ndim == 3:  # per-row positions: [B, T, head_dim] -> [B, 1, T, head_dim]
+            cos, sin = cos[:, None], sin[:, None]
         x = embeds
         for layer in self.layers:
             x = layer(x, cos, sin, mask, input_pos)

@@ -70,8 +70,8 @@ class RotaryEmbedding(nn.Module):
         self.scale = scale
 
     def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin ``[T, head_dim]`` for positions ``[T]``."""
-        freqs = positions.to(torch.float32)[:, None] * self.inv_freq[None, :]  # [T, head_dim / 2]
+        """cos and sin ``[..., T, head_dim]`` for positions ``[..., T]``."""
+        freqs = positions.to(torch.float32)[..., None] * self.inv_freq  # [..., T, head_dim / 2]
         emb = torch.cat([freqs, freqs], dim=-1)
         return emb.cos() * self.scale, emb.sin() * self.scale
 

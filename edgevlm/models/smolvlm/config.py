@@ -39,3 +39,15 @@ class SmolVLMConfig:
         vision = SiglipVisionConfig.from_hf({**IDEFICS3_VISION_DEFAULTS, **(hf.get("vision_config") or {})})
         return cls(text=text, vision=vision, scale_factor=int(hf.get("scale_factor", 2)),
                    image_token_id=int(hf.get("image_token_id", 49190)))
+
+    def to_hf(self) -> dict[str, Any]:
+        """config.json of an Idefics3 checkpoint (what transformers' Idefics3 classes read)."""
+        return {
+            "architectures": ["Idefics3ForConditionalGeneration"],
+            "model_type": "idefics3",
+            "image_token_id": self.image_token_id,
+            "scale_factor": self.scale_factor,
+            "tie_word_embeddings": self.text.tie_word_embeddings,
+            "text_config": self.text.to_hf(),
+            "vision_config": self.vision.to_hf("idefics3_vision"),
+        }

@@ -1,0 +1,95 @@
+"""The embedded shapes VLM: shipped files, held-out accuracy, transformers parity, CLI eval and demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from edgevlm.evaluate import vqa_accuracy
+from edgevlm.models import load
+from edgevlm.zoo import path, shapes_data
+from edgevlm.zoo.train_shapes import TrainConfig, train
+
+SHIPPED = path("shapes-vlm")
+
+
+@pytest.fixture(scope="module")
+def shapes_vlm():
+    return load("shapes-vlm")
+
+
+def test_shipped_files_are_safetensors_and_json_only():
+    names = sorted(p.name for p in SHIPPED.iterdir())
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "processor_config.json",
+            "chat_template.jinja", "eval.json", "training.json"} <= set(names)
+    assert all(n.endswith((".json", ".safetensors", ".jinja", ".md")) for n in names), names
+    assert (SHIPPED / "model.safetensors").stat().st_size <= 10 * 1024 * 1024
+
+
+def test_accuracy_on_100_heldout_questions_reproduces_the_record(shapes_vlm):
+    recorded = json.loads((SHIPPED / "eval.json").read_text())["heldout_100"]
+    result = vqa_accuracy(shapes_vlm.model, shapes_vlm.processor, 100)
+    assert result.accuracy == pytest.approx(recorded["accuracy"])
+    assert result.by_type == pytest.approx(recorded["by_type"])
+    assert result.accuracy >= 0.95
+
+
+def test_transformers_runs_the_shipped_checkpoint(shapes_vlm):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    hf = AutoModelForImageTextToText.from_pretrained(SHIPPED).eval()
+    proc = AutoProcessor.from_pretrained(SHIPPED)
+    scene = shapes_data.make_scene(shapes_data.HELDOUT_BASE + 3)
+    image = shapes_data.render(scene)
+    text = shapes_vlm.processor.chat_prompt("Describe the image.", 1)
+    inputs = proc(text=text, images=[image], return_tensors="pt")
+    ours = shapes_vlm.processor(text, [image])
+    assert ours.input_ids == inputs["input_ids"][0].tolist()
+    with torch.no_grad():
+        diff = (hf(**inputs).logits - shapes_vlm.model(torch.tensor([ours.input_ids]), torch.from_numpy(ours.pixel_values))).abs().max()
+    assert diff.item() <= 1e-4
+    out = hf.generate(**inputs, max_new_tokens=40, do_sample=False)
+    answer = proc.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert shapes_data.normalize_answer(answer) == shapes_data.normalize_answer(shapes_data.caption(scene))
+
+
+def edgevlm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgevlm", *map(str, args)], capture_output=True, text=True, timeout=600, check=True)
+
+
+def test_cli_eval_vqa_and_ppl(data_dir):
+    vqa = json.loads(edgevlm("eval", "shapes-vlm", "--vqa", "--n", "25", "--json").stdout)
+    assert vqa["n"] == 25 and set(vqa["by_type"]) == set(shapes_data.QUESTION_TYPES) and vqa["accuracy"] >= 0.9
+    table = edgevlm("eval", "shapes-vlm", "--vqa", "--n", "10").stdout
+    assert "overall" in table and "caption" in table
+    ppl = json.loads(edgevlm("eval", "stories260k", "--ppl", data_dir / "text/tinystories_sample.txt", "--json").stdout)
+    assert ppl["loss"] == pytest.approx(1.27, abs=0.01) and ppl["tokens"] == 1804
+
+
+def test_eval_needs_exactly_one_task():
+    r = subprocess.run([sys.executable, "-m", "edgevlm", "eval", "shapes-vlm"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "exactly one of --vqa or --ppl" in r.stderr
+
+
+def test_vqa_on_a_text_only_model_is_refused():
+    r = subprocess.run([sys.executable, "-m", "edgevlm", "eval", "stories260k", "--vqa", "--n", "5"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "text-only" in r.stderr
+
+
+def test_demo_answers_questions_about_a_drawn_picture(tmp_path):
+    out = json.loads(edgevlm("demo", "--seed", "3", "--image-out", tmp_path / "demo.png", "--json").stdout)
+    assert (tmp_path / "demo.png").is_file()
+    assert len(out["answers"]) == 5 and sum(a["correct"] for a in out["answers"]) >= 4
+
+
+def test_training_script_runs_end_to_end(tmp_path):
+    """A few steps of the real training script write a checkpoint that loads and answers."""
+    meta = train(TrainConfig(steps=3, batch_size=2, eval_every=3, eval_n=5), tmp_path / "model", eval_sizes=(5,))
+    assert meta["steps_done"] == 3 and len(meta["history"]) == 1
+    loaded = load(tmp_path / "model")
+    assert loaded.family == "smolvlm" and loaded.model.tokens_per_tile == 16
+    assert json.loads((tmp_path / "model" / "eval.json").read_text())["heldout_5"]["n"] == 5

@@ -26,7 +26,7 @@ from .errors import InputError
 from .generate import GenerationStats, generate_step
 from .models import LoadedModel
 from .models.base import Model
-from .models.cache import remove_kv_cache
+from .models.cache import remove_kv_cache, use_static_kv_cache
 from .processing.processor import Processor
 from .sampling import SamplingParams
 
@@ -71,7 +71,7 @@ def perplexity(loaded: LoadedModel, path: Path, max_tokens: int | None = None) -
         if len(ids) < 2:
             continue
         ids_t = torch.tensor([ids])
-        logits = model(ids_t)[0, :-1].float()
+        logits = _all_logits(model, ids_t)[0, :-1].float()
         total += F.cross_entropy(logits, ids_t[0, 1:], reduction="sum").item()
         count += len(ids) - 1
         docs += 1
@@ -79,6 +79,17 @@ def perplexity(loaded: LoadedModel, path: Path, max_tokens: int | None = None) -
         raise InputError(f"{path}: no document has two or more tokens")
     loss = total / count
     return PerplexityResult(loss, math.exp(loss), count, docs, max_tokens)
+
+
+def _all_logits(model: Model, ids: torch.Tensor) -> torch.Tensor:
+    """Logits of every position; through a static KV cache when the model quantizes its cache."""
+    if getattr(model, "kv_cache_quant", "float") == "float":
+        return model(ids)
+    use_static_kv_cache(model, ids.shape[1])
+    try:
+        return model.language_model(model.embed(ids), torch.arange(ids.shape[1]))
+    finally:
+        remove_kv_cache(model)
 
 
 @dataclass

@@ -11,9 +11,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import EdgeVLMError
-from . import demo, evaluation, info, llama2c, run
+from . import demo, evaluation, info, llama2c, quantize, run
 
-COMMANDS = {"demo": demo, "info": info, "run": run, "eval": evaluation, "import-llama2c": llama2c}
+COMMANDS = {"demo": demo, "info": info, "run": run, "eval": evaluation, "quantize": quantize,
+            "import-llama2c": llama2c}
 
 
 def build_parser() -> argparse.ArgumentParser:

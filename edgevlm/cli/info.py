@@ -17,12 +17,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="model directory (Hugging Face layout) or embedded model name")
 
 
+def _count(module) -> int:
+    """Parameters of a module, quantized layers counted by their logical weight size."""
+    from edgevlm.quant.modules import QuantEmbedding, QuantLinear
+
+    n = sum(p.numel() for p in module.parameters())
+    for m in module.modules():
+        if isinstance(m, QuantLinear):
+            n += m.in_features * m.out_features
+        elif isinstance(m, QuantEmbedding):
+            n += m.num_embeddings * m.embedding_dim
+    return n
+
+
 def describe(loaded: LoadedModel) -> dict:
     model = loaded.model
     parts = {}
     for name, module in model.components().items():
-        parts[name] = 0 if module is None else sum(p.numel() for p in module.parameters())
-    total = sum(p.numel() for p in model.parameters())
+        parts[name] = 0 if module is None else _count(module)
+    total = _count(model)
     proc = loaded.processor
     info = {
         "path": str(loaded.path),
@@ -38,7 +51,14 @@ def describe(loaded: LoadedModel) -> dict:
             "eos_ids": proc.tokenizer.eos_ids,
         },
         "chat_template": None,
+        "quantization": None,
     }
+    recipe = getattr(model, "quant_recipe", None)
+    if recipe is not None:
+        from edgevlm.quant.apply import model_bytes
+
+        info["quantization"] = {"recipe": recipe.name, "algorithm": recipe.algorithm, "kv_cache": recipe.kv_cache,
+                                "rules": recipe.to_dict()["rules"], "bytes": model_bytes(model)}
     if proc.chat_template is not None:
         info["chat_template"] = {
             "origin": proc.chat_template.origin,
@@ -80,6 +100,11 @@ def main(args: argparse.Namespace) -> int:
         arch.append(["vision encoder", f"{v['num_hidden_layers']} layers, hidden {v['hidden_size']}, {v['num_attention_heads']} heads, "
                      f"{v['image_size']}px / patch {v['patch_size']}"])
     console.print(table("Architecture", ["part", "shape"], arch))
+    if info["quantization"]:
+        q = info["quantization"]
+        rows = [[r["role"] or "any", r["pattern"] or "", r["scheme"]] for r in q["rules"]]
+        console.print(table(f"Quantization: recipe {q['recipe']} ({q['algorithm']}), KV cache {q['kv_cache']}, "
+                            f"{q['bytes'] / 1e6:.2f} MB of weights", ["role", "path pattern", "scheme"], rows))
     if "image_tokens" in info:
         it = info["image_tokens"]
         rows = [[f"{r['width']}x{r['height']}", r["tiles"], r["prompt_tokens"]] for r in it["per_image"]]

@@ -53,6 +53,17 @@ def family_module(family: str):
     return importlib.import_module(f"{__name__}.{family}")
 
 
+def _is_quantized(hf_config: dict) -> bool:
+    q = hf_config.get("quantization_config")
+    if q is None:
+        return False
+    if not isinstance(q, dict) or q.get("quant_method") != "edgevlm":
+        method = q.get("quant_method") if isinstance(q, dict) else q
+        raise UnsupportedModelError(f"checkpoint quantized with {method!r}: edgevlm reads float checkpoints "
+                                    "and its own quantized directories (edgevlm quantize)")
+    return True
+
+
 def load(path: str | Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Load a local Hugging Face checkpoint directory (or an embedded zoo model by name)."""
     from ..zoo import resolve
@@ -70,7 +81,13 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
     with skip_weight_init():
         model = module.MODEL(config)
     weights, origin = load_weights(path)
-    model.load_checkpoint(weights, origin, path)
+    if _is_quantized(hf_config):  # an edgevlm-quantized directory: tensors under our own names
+        from edgevlm.quant.storage import load_quantized_state, prepare_quantized
+
+        prepare_quantized(model, hf_config, path / "config.json")
+        load_quantized_state(model, weights, origin, path)
+    else:
+        model.load_checkpoint(weights, origin, path)
     model = model.to(dtype).eval()
     processor = module.PROCESSOR.from_dir(path, config)
     return LoadedModel(family, path, config, model, processor, hf_config)

@@ -56,6 +56,7 @@ class Model(nn.Module):
 
     language_model: "LlamaDecoder"
     image_token_id: int | None = None
+    kv_cache_quant: str = "float"  # "int8" once a quantization recipe asks for an int8 KV cache
 
     # --- the interface -----------------------------------------------------------------
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -106,7 +107,7 @@ class Model(nn.Module):
     def components(self) -> dict[str, nn.Module | None]:
         """Every part by role: vision tower, projector, token embedding, decoder, LM head (None when tied)."""
         lm = self.language_model
-        tied = lm.lm_head.weight is lm.embed_tokens.weight
+        tied = getattr(lm.lm_head, "tied", False) or lm.lm_head.weight is lm.embed_tokens.weight
         decoder = nn.ModuleList([*lm.layers, lm.norm])
         return {**self.vision_components(), "token_embedding": lm.embed_tokens, "decoder": decoder,
                 "lm_head": None if tied else lm.lm_head}

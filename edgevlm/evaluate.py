@@ -71,7 +71,7 @@ def perplexity(loaded: LoadedModel, path: Path, max_tokens: int | None = None) -
         if len(ids) < 2:
             continue
         ids_t = torch.tensor([ids])
-        logits = _all_logits(model, ids_t)[0, :-1].float()
+        logits = all_logits(model, ids_t)[0, :-1].float()
         total += F.cross_entropy(logits, ids_t[0, 1:], reduction="sum").item()
         count += len(ids) - 1
         docs += 1
@@ -81,13 +81,14 @@ def perplexity(loaded: LoadedModel, path: Path, max_tokens: int | None = None) -
     return PerplexityResult(loss, math.exp(loss), count, docs, max_tokens)
 
 
-def _all_logits(model: Model, ids: torch.Tensor) -> torch.Tensor:
-    """Logits of every position; through a static KV cache when the model quantizes its cache."""
+def all_logits(model: Model, ids: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits ``[1, T, V]`` of every position; through a static KV cache when the model quantizes its cache."""
     if getattr(model, "kv_cache_quant", "float") == "float":
-        return model(ids)
+        return model(ids, pixel_values)
+    features = model.encode_images(pixel_values) if pixel_values is not None else None
     use_static_kv_cache(model, ids.shape[1])
     try:
-        return model.language_model(model.embed(ids), torch.arange(ids.shape[1]))
+        return model.language_model(model.embed(ids, features), torch.arange(ids.shape[1]))
     finally:
         remove_kv_cache(model)
 

@@ -4,7 +4,7 @@ Sources (``--calib``, repeatable):
 
 - a text file (``.txt``): documents split on ``<|endoftext|>``, tokenized, cut into windows;
 - an image file or a folder of images: each image asked "Describe the image." through the chat template
-  (a folder's ``.txt`` files are read as text too);
+  (a folder without images: its ``.txt`` files are read as text);
 - ``shapes``: scenes of the procedural shapes dataset's *training* split (never the held-out seeds),
   one question and its answer per scene.
 """
@@ -87,10 +87,11 @@ def load_calibration(processor: Processor, sources: list[str | Path], max_sample
             texts = sorted(p for p in path.iterdir() if p.suffix.lower() == ".txt")
             if not images and not texts:
                 raise InputError(f"{path}: no images or .txt files to calibrate on")
-            if images:
+            if images:  # an image folder (its text files are licenses and notes, not prompts)
                 samples += image_samples(processor, images, max_samples)
-            for t in texts:
-                samples += text_samples(processor, t, seq_len, max_samples)
+            else:
+                for t in texts:
+                    samples += text_samples(processor, t, seq_len, max_samples)
         elif path.suffix.lower() in IMAGE_SUFFIXES:
             samples += image_samples(processor, [path], 1)
         elif path.is_file():

@@ -22,7 +22,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..cli.output import console, err_console, table
-from ..evaluate import _all_logits, perplexity, vqa_accuracy
+from ..evaluate import all_logits, perplexity, vqa_accuracy
 from ..models import LoadedModel, load
 from .apply import quantize_model
 from .calib import CalibSample, load_calibration, shapes_samples
@@ -46,9 +46,8 @@ def logit_mse(ref: LoadedModel, other: LoadedModel, samples: list[CalibSample]) 
     """Mean squared logit difference over every position of every sample."""
     total, count = 0.0, 0
     for s in samples:
-        pixels = s.pixel_values
-        a = ref.model(s.input_ids, pixels) if pixels is not None else _all_logits(ref.model, s.input_ids)
-        b = other.model(s.input_ids, pixels) if pixels is not None else _all_logits(other.model, s.input_ids)
+        a = all_logits(ref.model, s.input_ids, s.pixel_values)
+        b = all_logits(other.model, s.input_ids, s.pixel_values)
         total += float((a.float() - b.float()).pow(2).sum())
         count += a.numel()
     return total / count
@@ -105,6 +104,8 @@ def vision_section(n: int, progress) -> dict:
 
 
 def _print(text: dict, vision: dict) -> None:
+    if not console.is_terminal:
+        console.width = max(console.width, 150)
     t = text["results"]
     fp = t["fp32"]["perplexity"]
     rows = [[name, f"{r['perplexity']:.4f}", "" if name == "fp32" else f"{r['increase_pct']:+.2f}%",

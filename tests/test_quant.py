@@ -317,3 +317,14 @@ def test_corrupt_quantization_config_is_a_clear_error(tmp_path, stories_calib):
     (out / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(Exception, match="bitsandbytes"):
         load(out)
+
+
+def test_calibration_from_an_image_folder_and_act_order_gptq(data_dir):
+    loaded = load("shapes-vlm")
+    calib = load_calibration(loaded.processor, [data_dir / "images"], max_samples=3)
+    assert len(calib) == 3 and all(s.pixel_values is not None and s.pixel_values.ndim == 4 for s in calib)
+    recipe = preset("w4g32-vision4").replace(algorithm="gptq", gptq_act_order=True)
+    report = quantize_model(loaded.model, recipe, calib)
+    vision = [r for r in report.layers if r.role == "vision_encoder"]
+    assert vision and all(r.scheme == "int4:g32" and r.algorithm == "gptq" for r in vision)
+    assert all(r.output_error < 0.3 for r in report.layers if r.output_error is not None)

@@ -48,3 +48,11 @@ def smolvlm_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def llava_dir(tmp_path_factory) -> Path:
     return tiny_models.make_llava(tmp_path_factory.mktemp("llava"))
+
+
+@pytest.fixture(scope="session")
+def native_build() -> Path:
+    """The C++ runtime built with its test drivers (see tests/native_build.py)."""
+    from native_build import build_native
+
+    return build_native()

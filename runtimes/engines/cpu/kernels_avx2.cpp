@@ -1,0 +1,367 @@
+// AVX2 + FMA + F16C kernels. Same layout and arithmetic as the AVX-512 set, on 8-channel halves of
+// each 16-channel block. Integer dots use vpmaddubsw (unsigned activation byte x signed byte) and
+// vpmaddwd: for int4, up to four byte-pair sums (each <= 2*255*15) are added in 16 bits before
+// widening, which stays below 32767, so every dot is exact. int8 weights do not fit vpmaddubsw
+// (2*255*128 > 32767): their biased codes w + 128 are split into nibbles, 16*hi + lo.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "engines/cpu/kernels_isa.h"
+
+namespace edgevlm::cpu::detail {
+namespace {
+
+inline int32_t load32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+inline __m256i lanes_upto(int n) {  // all-ones in the first n (0..8) 32-bit lanes
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+inline __m256 load_upto(const float* p, int n) {
+  if (n >= 8) return _mm256_loadu_ps(p);
+  if (n <= 0) return _mm256_setzero_ps();
+  return _mm256_maskload_ps(p, lanes_upto(n));
+}
+
+inline void store_upto(float* p, int n, __m256 v) {
+  if (n >= 8)
+    _mm256_storeu_ps(p, v);
+  else if (n > 0)
+    _mm256_maskstore_ps(p, lanes_upto(n), v);
+}
+
+inline void store_codes8(uint8_t* c, __m256i v) {  // 8 int32 in 0..255 -> 8 bytes
+  const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(c), _mm_packus_epi16(w, w));
+}
+
+inline float hmin(__m256 v) {
+  __m128 x = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_min_ps(x, _mm_movehl_ps(x, x));
+  return _mm_cvtss_f32(_mm_min_ss(x, _mm_movehdup_ps(x)));
+}
+inline float hmax(__m256 v) {
+  __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+  return _mm_cvtss_f32(_mm_max_ss(x, _mm_movehdup_ps(x)));
+}
+inline float hsum(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
+}
+
+// ---- activation quantization ---------------------------------------------------------------------
+
+void quantize_token(const float* x, size_t ldx, int k_in, int m0, int m1, QuantizedActs& a) {
+  for (int m = m0; m < m1; ++m) {
+    const float* r = x + size_t(m) * ldx;
+    __m256 vlo = _mm256_setzero_ps(), vhi = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= k_in; k += 8) {
+      const __m256 v = _mm256_loadu_ps(r + k);
+      vlo = _mm256_min_ps(vlo, v);
+      vhi = _mm256_max_ps(vhi, v);
+    }
+    float lo = hmin(vlo), hi = hmax(vhi);
+    for (; k < k_in; ++k) {
+      lo = std::min(lo, r[k]);
+      hi = std::max(hi, r[k]);
+    }
+    const TokenParams p = token_params(lo, hi);
+    uint8_t* c = a.codes.data() + size_t(m) * a.K;
+    const __m256 vs = _mm256_set1_ps(p.scale), vzp = _mm256_set1_ps(p.zp);
+    const __m256 qmin = _mm256_set1_ps(-128.0f), qmax = _mm256_set1_ps(127.0f);
+    const __m256i bias = _mm256_set1_epi32(128);
+    for (k = 0; k < a.K; k += 8) {
+      __m256 q = _mm256_round_ps(_mm256_div_ps(load_upto(r + k, k_in - k), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      q = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(q, vzp), qmin), qmax);
+      store_codes8(c + k, _mm256_add_epi32(_mm256_cvtps_epi32(q), bias));
+    }
+    a.scales[m] = p.scale;
+    a.zero[m] = int(p.zp) + 128;
+    row_sums(a, m);
+  }
+}
+
+void quantize_block32(const float* x, size_t ldx, int k_in, int m0, int m1, QuantizedActs& a) {
+  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const __m256 qmin = _mm256_set1_ps(-127.0f), qmax = _mm256_set1_ps(127.0f);
+  const __m256i bias = _mm256_set1_epi32(128);
+  for (int m = m0; m < m1; ++m) {
+    const float* r = x + size_t(m) * ldx;
+    uint8_t* c = a.codes.data() + size_t(m) * a.K;
+    for (int b = 0; b < a.K / 32; ++b) {
+      const int k = b * 32;
+      __m256 v[4];
+      __m256 am = _mm256_setzero_ps();
+      for (int j = 0; j < 4; ++j) {
+        v[j] = load_upto(r + k + 8 * j, k_in - k - 8 * j);
+        am = _mm256_max_ps(am, _mm256_and_ps(v[j], absmask));
+      }
+      const BlockParams p = block_params(hmax(am));
+      const __m256 inv = _mm256_set1_ps(p.inv);
+      for (int j = 0; j < 4; ++j) {
+        __m256 q = _mm256_round_ps(_mm256_mul_ps(v[j], inv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        q = _mm256_min_ps(_mm256_max_ps(q, qmin), qmax);
+        store_codes8(c + k + 8 * j, _mm256_add_epi32(_mm256_cvtps_epi32(q), bias));
+      }
+      a.scales[size_t(m) * (a.K / 32) + b] = p.scale;
+    }
+    a.zero[m] = 128;
+    row_sums(a, m);
+  }
+}
+
+// ---- int4 x int8 -------------------------------------------------------------------------------
+
+template <int MT>
+void q4_tile(const QuantizedActs& a, const PackedQ4& w, int m0, int b, int h, const float* bias, float* y, size_t ldy) {
+  const int K = w.K;
+  const bool blk = a.scheme == ActQuant::block32;
+  const int unit = blk ? 32 : w.group;
+  const uint8_t* wc = w.codes.data() + size_t(b) * 8 * K + 32 * h;
+  const float* ws = w.scales.data() + size_t(b) * w.G * kBlockO + 8 * h;
+  const int16_t* wsum = w.wsum.data() + size_t(b) * (K / w.wsum_len) * kBlockO + 8 * h;
+  const uint8_t* wz = w.asym ? w.zeros.data() + size_t(b) * w.G * kBlockO + 8 * h : nullptr;
+  const __m256i nib = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  const uint8_t* ar[MT];
+  for (int r = 0; r < MT; ++r) ar[r] = a.codes.data() + size_t(m0 + r) * a.K;
+  __m256 facc[MT];
+  for (int r = 0; r < MT; ++r) facc[r] = _mm256_setzero_ps();
+  for (int k0 = 0; k0 < K; k0 += unit) {
+    __m256i acc[MT];
+    for (int r = 0; r < MT; ++r) acc[r] = _mm256_setzero_si256();
+    for (int k = k0; k < k0 + unit; k += 16) {
+      const __m256i v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc + size_t(k) * 8));
+      const __m256i v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc + size_t(k + 8) * 8));
+      const __m256i lo0 = _mm256_and_si256(v0, nib), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), nib);
+      const __m256i lo1 = _mm256_and_si256(v1, nib), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), nib);
+      for (int r = 0; r < MT; ++r) {
+        __m256i s = _mm256_maddubs_epi16(_mm256_set1_epi32(load32(ar[r] + k)), lo0);
+        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(_mm256_set1_epi32(load32(ar[r] + k + 4)), hi0));
+        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(_mm256_set1_epi32(load32(ar[r] + k + 8)), lo1));
+        s = _mm256_add_epi16(s, _mm256_maddubs_epi16(_mm256_set1_epi32(load32(ar[r] + k + 12)), hi1));
+        acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(s, ones));
+      }
+    }
+    const int g = k0 / w.group;
+    __m256i ws_run = _mm256_setzero_si256();
+    for (int t = k0 / w.wsum_len; t < (k0 + unit) / w.wsum_len; ++t)
+      ws_run = _mm256_add_epi32(ws_run, _mm256_cvtepi16_epi32(_mm_loadu_si128(
+                                            reinterpret_cast<const __m128i*>(wsum + size_t(t) * kBlockO))));
+    const __m256 sw = _mm256_loadu_ps(ws + size_t(g) * kBlockO);
+    const __m256i z = wz ? _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wz + size_t(g) * kBlockO)))
+                         : _mm256_set1_epi32(8);
+    for (int r = 0; r < MT; ++r) {
+      const int32_t sa = act_sum(a, m0 + r, k0, unit);
+      __m256i dot = _mm256_sub_epi32(acc[r], _mm256_mullo_epi32(z, _mm256_set1_epi32(sa)));
+      dot = _mm256_sub_epi32(dot, _mm256_mullo_epi32(ws_run, _mm256_set1_epi32(a.zero[m0 + r])));
+      if (blk) {
+        const __m256 bs = _mm256_mul_ps(_mm256_set1_ps(a.scales[size_t(m0 + r) * (a.K / 32) + k0 / 32]), sw);
+        facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), bs, facc[r]);
+      } else {
+        facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), sw, facc[r]);
+      }
+    }
+  }
+  const int o0 = b * kBlockO + 8 * h, n = w.O - o0;
+  const __m256 vb = bias ? load_upto(bias + o0, n) : _mm256_setzero_ps();
+  for (int r = 0; r < MT; ++r) {
+    const __m256 out = blk ? _mm256_add_ps(facc[r], vb) : _mm256_fmadd_ps(facc[r], _mm256_set1_ps(a.scales[m0 + r]), vb);
+    store_upto(y + size_t(m0 + r) * ldy + o0, n, out);
+  }
+}
+
+void gemm_q4(const QuantizedActs& a, const PackedQ4& w, const float* bias, float* y, size_t ldy, int b0, int b1) {
+  for (int b = b0; b < b1; ++b)
+    for (int h = 0; h < 2; ++h) {
+      if (b * kBlockO + 8 * h >= w.O) break;
+      int m = 0;
+      for (; m + 4 <= a.M; m += 4) q4_tile<4>(a, w, m, b, h, bias, y, ldy);
+      switch (a.M - m) {
+        case 3: q4_tile<3>(a, w, m, b, h, bias, y, ldy); break;
+        case 2: q4_tile<2>(a, w, m, b, h, bias, y, ldy); break;
+        case 1: q4_tile<1>(a, w, m, b, h, bias, y, ldy); break;
+        default: break;
+      }
+    }
+}
+
+// ---- int8 x int8 -------------------------------------------------------------------------------
+
+template <int MT>
+void q8_tile(const QuantizedActs& a, const PackedQ8& w, int m0, int b, int h, const float* bias, float* y, size_t ldy) {
+  const int8_t* wc = w.codes.data() + size_t(b) * 16 * w.K + 32 * h;
+  const __m256i nib = _mm256_set1_epi8(0x0F), flip = _mm256_set1_epi8(char(0x80)), ones = _mm256_set1_epi16(1);
+  const uint8_t* ar[MT];
+  __m256i acc_hi[MT], acc_lo[MT];
+  for (int r = 0; r < MT; ++r) {
+    ar[r] = a.codes.data() + size_t(m0 + r) * a.K;
+    acc_hi[r] = _mm256_setzero_si256();
+    acc_lo[r] = _mm256_setzero_si256();
+  }
+  for (int k = 0; k < w.K; k += 8) {  // two runs of 4 inputs; each 16-bit sum <= 2 * 2*255*15
+    const __m256i v0 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc + size_t(k) * 16)), flip);
+    const __m256i v1 = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc + size_t(k + 4) * 16)), flip);
+    const __m256i l0 = _mm256_and_si256(v0, nib), h0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), nib);
+    const __m256i l1 = _mm256_and_si256(v1, nib), h1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), nib);
+    for (int r = 0; r < MT; ++r) {
+      const __m256i a0 = _mm256_set1_epi32(load32(ar[r] + k)), a1 = _mm256_set1_epi32(load32(ar[r] + k + 4));
+      const __m256i sh = _mm256_add_epi16(_mm256_maddubs_epi16(a0, h0), _mm256_maddubs_epi16(a1, h1));
+      const __m256i sl = _mm256_add_epi16(_mm256_maddubs_epi16(a0, l0), _mm256_maddubs_epi16(a1, l1));
+      acc_hi[r] = _mm256_add_epi32(acc_hi[r], _mm256_madd_epi16(sh, ones));
+      acc_lo[r] = _mm256_add_epi32(acc_lo[r], _mm256_madd_epi16(sl, ones));
+    }
+  }
+  const int o0 = b * kBlockO + 8 * h, n = w.O - o0;
+  const __m256 vb = bias ? load_upto(bias + o0, n) : _mm256_setzero_ps();
+  const __m256i wsum = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.wsum.data() + o0));
+  const __m256 sw = _mm256_loadu_ps(w.scales.data() + o0);
+  for (int r = 0; r < MT; ++r) {
+    // sum a*w = 16*sum a*hi + sum a*lo - 128*sum a; then subtract e * sum w.
+    const int32_t sa = act_sum(a, m0 + r, 0, a.K);
+    __m256i dot = _mm256_add_epi32(_mm256_slli_epi32(acc_hi[r], 4), acc_lo[r]);
+    dot = _mm256_sub_epi32(dot, _mm256_set1_epi32(128 * sa));
+    dot = _mm256_sub_epi32(dot, _mm256_mullo_epi32(wsum, _mm256_set1_epi32(a.zero[m0 + r])));
+    const __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), sw);
+    store_upto(y + size_t(m0 + r) * ldy + o0, n, _mm256_fmadd_ps(t, _mm256_set1_ps(a.scales[m0 + r]), vb));
+  }
+}
+
+void gemm_q8(const QuantizedActs& a, const PackedQ8& w, const float* bias, float* y, size_t ldy, int b0, int b1) {
+  for (int b = b0; b < b1; ++b)
+    for (int h = 0; h < 2; ++h) {
+      if (b * kBlockO + 8 * h >= w.O) break;
+      int m = 0;
+      for (; m + 4 <= a.M; m += 4) q8_tile<4>(a, w, m, b, h, bias, y, ldy);
+      for (; m < a.M; ++m) q8_tile<1>(a, w, m, b, h, bias, y, ldy);
+    }
+}
+
+// ---- weight-only -------------------------------------------------------------------------------
+
+template <int MT>
+void q4f_tile(const float* x, size_t ldx, int m0, int k_in, const PackedQ4& w, int b, int h, const float* bias,
+              float* y, size_t ldy) {
+  const uint8_t* wc = w.codes.data() + size_t(b) * 8 * w.K + 32 * h;
+  const float* ws = w.scales.data() + size_t(b) * w.G * kBlockO + 8 * h;
+  const uint8_t* wz = w.asym ? w.zeros.data() + size_t(b) * w.G * kBlockO + 8 * h : nullptr;
+  const __m256i nib = _mm256_set1_epi32(0x0F);
+  __m256 facc[MT];
+  for (int r = 0; r < MT; ++r) facc[r] = _mm256_setzero_ps();
+  for (int g = 0; g * w.group < k_in; ++g) {
+    const __m256i z = wz ? _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(wz + size_t(g) * kBlockO)))
+                         : _mm256_set1_epi32(8);
+    __m256 gacc[MT];
+    for (int r = 0; r < MT; ++r) gacc[r] = _mm256_setzero_ps();
+    const int kend = std::min(k_in, (g + 1) * w.group);
+    for (int k = g * w.group; k < kend; k += 8) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc + size_t(k) * 8));
+      const int n = std::min(8, kend - k);
+      for (int i = 0; i < n; ++i) {
+        const __m256i u = _mm256_and_si256(_mm256_srlv_epi32(v, _mm256_set1_epi32(8 * (i & 3) + 4 * (i >> 2))), nib);
+        const __m256 wf = _mm256_cvtepi32_ps(_mm256_sub_epi32(u, z));
+        for (int r = 0; r < MT; ++r)
+          gacc[r] = _mm256_fmadd_ps(_mm256_set1_ps(x[size_t(m0 + r) * ldx + k + i]), wf, gacc[r]);
+      }
+    }
+    const __m256 sw = _mm256_loadu_ps(ws + size_t(g) * kBlockO);
+    for (int r = 0; r < MT; ++r) facc[r] = _mm256_fmadd_ps(gacc[r], sw, facc[r]);
+  }
+  const int o0 = b * kBlockO + 8 * h, n = w.O - o0;
+  const __m256 vb = bias ? load_upto(bias + o0, n) : _mm256_setzero_ps();
+  for (int r = 0; r < MT; ++r) store_upto(y + size_t(m0 + r) * ldy + o0, n, _mm256_add_ps(facc[r], vb));
+}
+
+void gemm_q4_f32(const float* x, size_t ldx, int M, int k_in, const PackedQ4& w, const float* bias, float* y,
+                 size_t ldy, int b0, int b1) {
+  for (int b = b0; b < b1; ++b)
+    for (int h = 0; h < 2; ++h) {
+      if (b * kBlockO + 8 * h >= w.O) break;
+      int m = 0;
+      for (; m + 6 <= M; m += 6) q4f_tile<6>(x, ldx, m, k_in, w, b, h, bias, y, ldy);
+      for (; m < M; ++m) q4f_tile<1>(x, ldx, m, k_in, w, b, h, bias, y, ldy);
+    }
+}
+
+template <int MT>
+void q8f_tile(const float* x, size_t ldx, int m0, int k_in, const PackedQ8& w, int b, int h, const float* bias,
+              float* y, size_t ldy) {
+  const int8_t* wc = w.codes.data() + size_t(b) * 16 * w.K + 32 * h;
+  __m256 acc[MT];
+  for (int r = 0; r < MT; ++r) acc[r] = _mm256_setzero_ps();
+  for (int k = 0; k < k_in; k += 4) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc + size_t(k) * 16));
+    const int n = std::min(4, k_in - k);
+    for (int i = 0; i < n; ++i) {
+      const __m256 wf = _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_sllv_epi32(v, _mm256_set1_epi32(24 - 8 * i)), 24));
+      for (int r = 0; r < MT; ++r) acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(x[size_t(m0 + r) * ldx + k + i]), wf, acc[r]);
+    }
+  }
+  const int o0 = b * kBlockO + 8 * h, n = w.O - o0;
+  const __m256 vb = bias ? load_upto(bias + o0, n) : _mm256_setzero_ps();
+  const __m256 sw = _mm256_loadu_ps(w.scales.data() + o0);
+  for (int r = 0; r < MT; ++r) store_upto(y + size_t(m0 + r) * ldy + o0, n, _mm256_fmadd_ps(acc[r], sw, vb));
+}
+
+void gemm_q8_f32(const float* x, size_t ldx, int M, int k_in, const PackedQ8& w, const float* bias, float* y,
+                 size_t ldy, int b0, int b1) {
+  for (int b = b0; b < b1; ++b)
+    for (int h = 0; h < 2; ++h) {
+      if (b * kBlockO + 8 * h >= w.O) break;
+      int m = 0;
+      for (; m + 6 <= M; m += 6) q8f_tile<6>(x, ldx, m, k_in, w, b, h, bias, y, ldy);
+      for (; m < M; ++m) q8f_tile<1>(x, ldx, m, k_in, w, b, h, bias, y, ldy);
+    }
+}
+
+// ---- float -------------------------------------------------------------------------------------
+
+float dot_f32(const float* a, const float* b, int n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  for (; i < n; i += 8) acc0 = _mm256_fmadd_ps(load_upto(a + i, n - i), load_upto(b + i, n - i), acc0);
+  return hsum(_mm256_add_ps(acc0, acc1));
+}
+
+void gemm_f32(const float* x, size_t ldx, int M, int K, const float* w, size_t ldw, const float* bias, float* y,
+              size_t ldy, int o0, int o1) {
+  for (int o = o0; o < o1; ++o)
+    for (int m = 0; m < M; ++m)
+      y[size_t(m) * ldy + o] = dot_f32(x + size_t(m) * ldx, w + size_t(o) * ldw, K) + (bias ? bias[o] : 0.0f);
+}
+
+void f32_to_f16(const float* x, uint16_t* h, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(h + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  for (; i < n; ++i) h[i] = f32_to_f16_scalar(x[i]);
+}
+
+void f16_to_f32(const uint16_t* h, float* x, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+  for (; i < n; ++i) x[i] = f16_to_f32_scalar(h[i]);
+}
+
+}  // namespace
+
+const Kernels* avx2_kernels() {
+  static const Kernels k{"avx2",      quantize_token, quantize_block32, gemm_q4,    gemm_q8,    gemm_q4_f32,
+                         gemm_q8_f32, gemm_f32,       dot_f32,          f32_to_f16, f16_to_f32};
+  return &k;
+}
+
+}  // namespace edgevlm::cpu::detail

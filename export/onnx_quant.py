@@ -31,12 +31,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgevlm.errors import InputError
 from edgevlm.quant.modules import QuantLinear, TiedQuantLinear
 from edgevlm.quant.qtensor import unpack_int4
 
 DOMAIN = "com.microsoft"
 ACC_FLOAT, ACC_INT8 = 0, 4  # MatMulNBits accuracy_level: float32 compute / int8 activations
+
+
+class UnsupportedLayer(ValueError):
+    """A layer this target cannot represent (named in the message); the export of this target fails, others go on."""
 
 
 # --- the torch custom op ------------------------------------------------------------------------
@@ -110,7 +113,7 @@ class NBitsLinear(nn.Module):
             layer = layer._inner[0]
         scheme = layer.scheme
         if scheme.activations == "static":
-            raise InputError(f"onnx: layer {name!r} uses static int8 activations ({scheme}); MatMulNBits has no "
+            raise UnsupportedLayer(f"onnx: layer {name!r} uses static int8 activations ({scheme}); MatMulNBits has no "
                              "static-activation form -- export this recipe to another target")
         qw = layer.qweight
         n, k = qw.shape
@@ -133,7 +136,7 @@ class NBitsLinear(nn.Module):
             b = u.reshape(n, nb, self.block_size)
             scales = qw.scales.float().reshape(n, 1).expand(n, nb)
         else:
-            raise InputError(f"onnx: layer {name!r} has an unsupported weight scheme {scheme.weight!r}")
+            raise UnsupportedLayer(f"onnx: layer {name!r} has an unsupported weight scheme {scheme.weight!r}")
         self.register_buffer("b", b.contiguous())
         self.register_buffer("scales", scales.contiguous())
         self.register_buffer("zeros", None if zeros is None else zeros.contiguous())
@@ -243,4 +246,4 @@ def to_qdq(model):
     return model
 
 
-__all__ = ["NBitsLinear", "dequantize_nbits", "int8_block", "matmul_nbits", "nbits_linears", "to_qdq", "translation_table"]
+__all__ = ["NBitsLinear", "UnsupportedLayer", "dequantize_nbits", "int8_block", "matmul_nbits", "nbits_linears", "to_qdq", "translation_table"]

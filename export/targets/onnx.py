@@ -19,7 +19,8 @@ is a ``Gather`` of the int8 (or int4) rows and their scales, as the reference co
 
 Verification (:func:`open_engine`) runs the main variant in onnxruntime (CPUExecutionProvider)
 through :class:`~edgevlm.export.backend.GraphEngine`; ``open_engine(..., variant="qdq")`` runs the
-QDQ variant the same way. Tolerances: weight-only recipes match the reference to float32 summation
+QDQ variant the same way (with onnxruntime's DQ+MatMul -> MatMulNBits fusion held to float
+activations: ``session.qdq_matmulnbits_accuracy_level = 0``; its default of 4 would quantize them). Tolerances: weight-only recipes match the reference to float32 summation
 order; with ``8da4w`` onnxruntime quantizes activations per block of 32 symmetric int8
 (``accuracy_level=4``) where the reference quantizes per token asymmetric, so logits differ more.
 """
@@ -77,6 +78,15 @@ def _graph(model, method: str) -> torch.nn.Module:
             del attn._modules["kv_cache"]
             attn.kv_cache = None
     return step
+
+
+def image_size(ctx: ExportContext) -> int | None:
+    """The encoder's tile side S: from the manifest, else from the model's vision config."""
+    if ctx.image_size:
+        return int(ctx.image_size)
+    vision = getattr(getattr(ctx.reference.model, "config", None), "vision", None)
+    size = getattr(vision, "image_size", None)
+    return int(size) if size else None
 
 
 def export_graph(graph: torch.nn.Module, args: tuple, method: str):
@@ -154,7 +164,7 @@ def export(ctx: ExportContext, out: Path) -> TargetResult:
     main, qdq = {}, {}
     with nbits_linears(model) as n_swapped:
         for method in ctx.methods:
-            args = example_inputs(model, method, ctx.chunk_size, ctx.max_context, ctx.image_size)
+            args = example_inputs(model, method, ctx.chunk_size, ctx.max_context, image_size(ctx))
             main[method] = export_graph(_graph(model, method), args, method)
     for method, proto in main.items():
         qdq[method] = to_qdq(proto)
@@ -211,6 +221,9 @@ class OnnxEngine(GraphEngine):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(os.environ.get("EDGEVLM_ORT_THREADS", min(4, os.cpu_count() or 1)))
         opts.log_severity_level = 3
+        # onnxruntime fuses DequantizeLinear(int4) + MatMul of the QDQ variant into MatMulNBits with int8
+        # activations (accuracy level 4) by default; the QDQ graph states float activations: keep them
+        opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
         return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def run(self, method: str, *arrays: np.ndarray) -> list[np.ndarray]:

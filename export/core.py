@@ -28,6 +28,7 @@ from .base import ExportContext, missing_toolchain, target_module
 from .bundle import base_manifest, open_bundle, write_manifest
 
 N_TOKENS = 64
+DEFAULT_MAX_CONTEXT = 2048
 
 
 @dataclass
@@ -75,19 +76,25 @@ def dir_size(root: Path, files: dict) -> int:
 
 
 def export_bundle(model: str | Path, out: Path, targets: list[str], recipe, calib=None, chunk_size: int = 64,
-                  max_context: int = 2048, force: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Export ``model`` to the bundle ``out`` for ``targets``; returns the manifest."""
+                  max_context: int | None = None, force: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Export ``model`` to the bundle ``out`` for ``targets``; returns the manifest.
+
+    ``max_context`` (the static KV cache length) defaults to the model's positions, at most 2048.
+    """
     from edgevlm.quant.apply import quantize_model
     from edgevlm.quant.storage import save_quantized
 
     modules = {t: target_module(t) for t in targets}  # unknown names fail before any work
-    if chunk_size < 1 or chunk_size > max_context:
-        raise InputError(f"chunk size {chunk_size} must be in 1..max context ({max_context})")
+    out = Path(out)
+    if out.exists() and not force:
+        raise InputError(f"{out} exists; pass --force to replace it")
     source = load(model)
     limit = source.model.language_model.config.max_position_embeddings
+    max_context = min(DEFAULT_MAX_CONTEXT, limit) if max_context is None else max_context
     if max_context > limit:
         raise InputError(f"--max-context {max_context} exceeds the model's {limit} positions")
-    out = Path(out)
+    if chunk_size < 1 or chunk_size > max_context:
+        raise InputError(f"chunk size {chunk_size} must be in 1..max context ({max_context})")
     prepare_output(out, force)
     t0 = time.perf_counter()
     report = quantize_model(source.model, recipe, calib) if recipe is not None else None

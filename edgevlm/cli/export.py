@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kv-cache", choices=("float", "int8"), default=None)
     p.add_argument("--act-order", action="store_true")
     p.add_argument("--chunk", type=int, default=64, help="prefill chunk size C (static)")
-    p.add_argument("--max-context", type=int, default=2048, help="KV cache length (static)")
+    p.add_argument("--max-context", type=int, default=None,
+                   help="KV cache length (static; default: the model's positions, at most 2048)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
 
 

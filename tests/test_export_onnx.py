@@ -1,4 +1,10 @@
-"""The ONNX target: MatMulNBits on our integers, the QDQ variant, and end-to-end bundles verified in onnxruntime."""
+"""The ONNX target: MatMulNBits on our integers, the QDQ variant, and end-to-end bundles verified in onnxruntime.
+
+Every bundle export runs torch.onnx's dynamo exporter three or four times (tens of seconds on a busy
+2-core machine), so the default run covers single layers, the tiny Llama (both variants) and the tiny
+LLaVA; SmolVLM, the shapes VLM, the float and 8da4w recipes and the SmolLM2-135M-sized decoder run
+with ``-m slow``.
+"""
 
 from __future__ import annotations
 
@@ -56,8 +62,7 @@ def _layer_proto(layer: QuantLinear, k: int):
     return proto
 
 
-@pytest.mark.parametrize("scheme,k", [("int4:g32", 96), ("int4:g64:asym:fp16", 160), ("int4:g32:asym", 96),
-                                      ("int8", 100), ("int8", 96)])
+@pytest.mark.parametrize("scheme,k", [("int4:g32", 96), ("int4:g64:asym:fp16", 160), ("int8", 100)])
 def test_one_quantized_linear_matches_the_reference_in_both_variants(scheme, k):
     torch.manual_seed(0)
     w = torch.randn(48, k)
@@ -124,9 +129,13 @@ def _check_bundle(out: Path, manifest, vision: bool, quantized: bool = True, min
     blockwise = [n for n in qdq.graph.node if n.op_type == "DequantizeLinear"
                  and any(a.name == "block_size" for a in n.attribute)]
     assert bool(blockwise) == quantized
-    # prefill and decode hold the same weights: stored once
-    data = (out / files["weights"]).stat().st_size
-    assert data < 1.2 * (out / "weights" / "model.safetensors").stat().st_size + 2**16 or not quantized
+    # prefill and decode hold the same weights: each tensor stored once in the shared data file
+    referenced = 0
+    for m in methods:
+        proto = onnx.load(str(out / files[m]), load_external_data=False)
+        referenced += sum(int({e.key: e.value for e in t.external_data}["length"]) for t in proto.graph.initializer
+                          if t.data_location == onnx.TensorProto.EXTERNAL)
+    assert (out / files["weights"]).stat().st_size < 0.75 * referenced
     return rep
 
 
@@ -173,6 +182,7 @@ def test_engine_reports_a_missing_graph(llama_bundle, tmp_path):
         target.open_engine(out, manifest, variant="fp16")
 
 
+@pytest.mark.slow
 def test_float_model_exports_without_quantized_nodes(llama_dir, tmp_path):
     out = tmp_path / "float.evlm"
     manifest, _ = _export(llama_dir, out, None)
@@ -180,6 +190,7 @@ def test_float_model_exports_without_quantized_nodes(llama_dir, tmp_path):
     assert rep["verification"]["max_abs_logit_error"] < 1e-3
 
 
+@pytest.mark.slow
 def test_8da4w_within_kernel_tolerance(llama_dir, tmp_path):
     """onnxruntime quantizes activations per block of 32 symmetric (accuracy_level=4); the reference per token
     asymmetric: tokens must still agree (first 16 identical, >= 95% over 64)."""
@@ -191,7 +202,7 @@ def test_8da4w_within_kernel_tolerance(llama_dir, tmp_path):
     assert levels == {4}
 
 
-@pytest.mark.parametrize("name", ["smolvlm", "llava"])
+@pytest.mark.parametrize("name", ["llava", pytest.param("smolvlm", marks=pytest.mark.slow)])
 def test_tiny_vlms_export_and_match(name, request, tmp_path):
     src = request.getfixturevalue(f"{name}_dir")
     out = tmp_path / f"{name}.evlm"
@@ -203,6 +214,7 @@ def test_tiny_vlms_export_and_match(name, request, tmp_path):
     assert ops.get("com.microsoft::MatMulNBits", 0) > 0  # int8 vision tower and projector
 
 
+@pytest.mark.slow
 def test_shapes_vlm_exports_and_matches(tmp_path):
     out = tmp_path / "shapes.evlm"
     manifest, _ = _export("shapes-vlm", out, preset("w4g32"))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -161,11 +162,13 @@ def export(ctx: ExportContext, out: Path) -> TargetResult:
     from ..onnx_quant import nbits_linears, to_qdq
 
     model = ctx.reference.model
-    main, qdq = {}, {}
+    main, qdq, seconds = {}, {}, {}
     with nbits_linears(model) as n_swapped:
         for method in ctx.methods:
+            t = time.perf_counter()
             args = example_inputs(model, method, ctx.chunk_size, ctx.max_context, image_size(ctx))
             main[method] = export_graph(_graph(model, method), args, method)
+            seconds[method] = round(time.perf_counter() - t, 1)
     for method, proto in main.items():
         qdq[method] = to_qdq(proto)
     ops_main = {m: _count_ops(p) for m, p in main.items()}
@@ -185,6 +188,7 @@ def export(ctx: ExportContext, out: Path) -> TargetResult:
               "matmul_nbits_nodes": n_nbits, "qdq_dequantize_nodes": n_dq,
               "ops": {m: {k: v for k, v in c.items() if k in ("com.microsoft::MatMulNBits", "MatMul", "DequantizeLinear", "Gather")}
                       for m, c in ops_main.items()},
+              "torch_onnx_export_seconds": seconds,
               "qdq_vs_main_max_abs_logit_diff": _compare_variants(ctx, out)}
     note = (f"{n_nbits} MatMulNBits nodes (onnxruntime CPU/mobile); QDQ variant in {QDQ_DIR}/ with {n_dq} "
             "DequantizeLinear nodes (NPU EPs, weight-only)")

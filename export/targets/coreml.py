@@ -242,6 +242,14 @@ def _int4_blocks(summary: dict) -> list:
 # ---------------------------------------------------------------------------------------------
 
 
+def _image_size(ctx: ExportContext) -> int:
+    """The encoder's tile side S: from the manifest, else from the model's vision config."""
+    size = ctx.image_size or getattr(getattr(getattr(ctx.reference.model, "config", None), "vision", None), "image_size", None)
+    if not size:
+        raise RuntimeError("the vision encoder's input size is neither in the manifest nor in the vision config")
+    return int(size)
+
+
 def _verify_torch_graphs(ctx: ExportContext, engine: TorchGraphEngine) -> dict:
     """Teacher-forced check of the torch modules against the PyTorch reference (check_prompt)."""
     from edgevlm.engine import TorchEngine
@@ -302,7 +310,7 @@ def export(ctx: ExportContext, out: Path) -> TargetResult:
     ours = _our_weights(decoder, embedding)
     if vision is not None:
         t = time.perf_counter()
-        size = ctx.image_size
+        size = _image_size(ctx)
         _convert(vision, (torch.zeros(1, 3, size, size),), "image_features").save(str(out / VISION_FILE))
         checks["seconds"]["vision_encoder"] = round(time.perf_counter() - t, 2)
         vsum, vkeys = inspect_package(out / VISION_FILE)

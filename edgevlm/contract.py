@@ -55,6 +55,7 @@ KEY_VISION_CONFIG = "vision_config"  # absent for text-only models
 KEY_PROJECTOR_CONFIG = "projector_config"  # absent for text-only models
 KEY_SPECIAL_TOKENS = "special_tokens"  # name -> id, names below
 KEY_CHAT_TEMPLATE = "chat_template"
+KEY_CHAT_FORMAT = "chat_format"  # the template as concatenable pieces (Processor.chat_format); null: none
 KEY_IMAGE_PREPROCESSING = "image_preprocessing"
 KEY_QUANT_RECIPE = "quant_recipe"
 KEY_CHUNK_SIZE = "chunk_size"

@@ -79,6 +79,7 @@ def base_manifest(loaded: LoadedModel, chunk_size: int, max_context: int) -> dic
         C.KEY_TEXT_CONFIG: text,
         C.KEY_SPECIAL_TOKENS: special_tokens(loaded),
         C.KEY_CHAT_TEMPLATE: None if template is None else template.source,
+        C.KEY_CHAT_FORMAT: loaded.processor.chat_format(),
         C.KEY_QUANT_RECIPE: None if recipe is None else recipe.to_dict(),
         C.KEY_CHUNK_SIZE: chunk_size,
         C.KEY_MAX_CONTEXT: max_context,

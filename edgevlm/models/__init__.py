@@ -64,6 +64,22 @@ def _is_quantized(hf_config: dict) -> bool:
     return True
 
 
+def load_processor(path: str | Path) -> tuple[str, Processor]:
+    """The family and processor (tokenizer, chat template, image preprocessing) of a checkpoint,
+    without building the model or reading its weights."""
+    from ..zoo import resolve
+
+    path = resolve(path)
+    hf_config = read_config(path)
+    family = family_of(hf_config, path / "config.json")
+    module = family_module(family)
+    try:
+        config = module.MODEL.config_from_hf(hf_config)
+    except (TypeError, ValueError) as e:
+        raise UnsupportedModelError(f"{path / 'config.json'}: invalid {family} config ({e})") from e
+    return family, module.PROCESSOR.from_dir(path, config)
+
+
 def load(path: str | Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Load a local Hugging Face checkpoint directory (or an embedded zoo model by name)."""
     from ..zoo import resolve
@@ -93,4 +109,4 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
     return LoadedModel(family, path, config, model, processor, hf_config)
 
 
-__all__ = ["LoadedModel", "Model", "MODEL_TYPES", "load", "family_of"]
+__all__ = ["LoadedModel", "Model", "MODEL_TYPES", "load", "load_processor", "family_of"]

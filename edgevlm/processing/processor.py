@@ -20,6 +20,9 @@ from .image import ImageLike, load_image
 from .tokenizer import Tokenizer
 
 
+MAX_IMAGES_PER_TURN = 4  # the chat format a bundle records covers up to this many images in one turn
+
+
 @dataclass
 class ImageTiles:
     """One preprocessed image: encoder tiles and how they were laid out."""
@@ -111,6 +114,35 @@ class Processor:
         if self.chat_template is None:
             return self.image_token * n_images + text
         return self.render([user_message(text, n_images, self.structured_content)])
+
+    def chat_format(self, max_images: int = MAX_IMAGES_PER_TURN) -> dict[str, Any] | None:
+        """The chat template reduced to the pieces a runtime without Jinja concatenates.
+
+        Rendering a user turn with ``n`` images and the text T gives ``first[n] + T + tail`` for the
+        first turn, and ``next[n] + T + tail`` appended after the assistant's reply for later turns
+        (``next`` starts with what closes the reply, e.g. the end-of-turn marker). Image
+        placeholders stay as ``image_token``; the runtime expands them. None when the model has no
+        template (prompts are taken as they are) or the template is not of this shape.
+        """
+        if self.chat_template is None:
+            return None
+        s1, s2, s3 = "\x01", "\x02", "\x03"
+        first, nxt, tails = {}, {}, set()
+        for n in range(max_images + 1 if self.supports_images else 1):
+            one = self.render([user_message(s1, n, self.structured_content)])
+            two = self.render([user_message(s1, 0, self.structured_content),
+                               {"role": "assistant", "content": [{"type": "text", "text": s2}] if self.structured_content else s2},
+                               user_message(s3, n, self.structured_content)])
+            if one.count(s1) != 1 or two.count(s2) != 1 or two.count(s3) != 1:
+                return None
+            head, tail = one.split(s1)
+            between, tail2 = two.split(s2)[1].split(s3)
+            first[str(n)], nxt[str(n)] = head, between
+            tails |= {tail, tail2}
+        if len(tails) != 1:
+            return None
+        return {"image_token": self.image_token, "first": first, "next": nxt, "tail": tails.pop(),
+                "max_images": max_images if self.supports_images else 0}
 
     def __call__(self, text: str, images: Sequence[ImageLike] = ()) -> ModelInputs:
         """Tokenize ``text`` whose image placeholders (one per image) are expanded to image tokens."""

@@ -33,6 +33,7 @@
   X(KEY_PROJECTOR_CONFIG, "projector_config")         \
   X(KEY_SPECIAL_TOKENS, "special_tokens")             \
   X(KEY_CHAT_TEMPLATE, "chat_template")               \
+  X(KEY_CHAT_FORMAT, "chat_format")                   \
   X(KEY_IMAGE_PREPROCESSING, "image_preprocessing")   \
   X(KEY_QUANT_RECIPE, "quant_recipe")                 \
   X(KEY_CHUNK_SIZE, "chunk_size")                     \

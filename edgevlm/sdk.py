@@ -1,0 +1,266 @@
+"""The SDK: ``edgevlm.load(path, backend=...)`` -> a :class:`Session` that generates, streams and chats.
+
+One session API over every backend:
+
+- ``native``: the C++ runtime (``edgevlm._native``) on a bundle's native weights;
+- ``onnxruntime``, ``executorch``, ``tvm``: a bundle's exported graphs, driven from Python by the
+  engines of :mod:`edgevlm.export.backend` (the same ones the exporter verifies with);
+- ``torch``: the PyTorch reference on a model directory, a zoo name or a bundle's weights.
+
+Prompts go through the model's chat template as turns. A session keeps its KV cache across
+:meth:`Session.chat` calls: a later turn appends the template's pieces for one more user turn
+(``Processor.chat_format``, the same pieces the C++ runtime concatenates) after the reply, so
+nothing before it is recomputed. :meth:`Session.generate` and :meth:`Session.stream` start fresh.
+Greedy decoding gives the same tokens on every backend (the export verification checks it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import contract as C
+from .errors import InputError
+from .generate import GenerationStats, Response, Result, generate_step
+from .processing.image import ImageLike, load_image
+from .processing.processor import ModelInputs
+from .processing.tokenizer import StreamDecoder
+from .sampling import SamplingParams
+
+BACKENDS = ("native", "onnxruntime", "executorch", "tvm", "torch")
+_TARGET_OF = {"onnxruntime": C.TARGET_ONNX, "executorch": C.TARGET_EXECUTORCH, "tvm": C.TARGET_TVM,
+              "native": C.TARGET_NATIVE}
+
+
+@dataclass
+class _Conversation:
+    position: int = 0  # rows in the KV cache
+    turns: int = 0
+    pending: int | None = None  # the reply's last token when it was not a stop token (not yet cached)
+    history: list[int] = field(default_factory=list)
+
+
+def _sampling(params: SamplingParams | None, overrides: dict) -> SamplingParams:
+    if params is not None and overrides:
+        raise InputError("give either params=SamplingParams(...) or sampling keywords, not both")
+    return params or SamplingParams(**overrides)
+
+
+class Session:
+    """A loaded model on one backend; see the module docstring."""
+
+    backend: str
+
+    def generate(self, prompt: str, images: Sequence[ImageLike] = (), params: SamplingParams | None = None,
+                 **sampling) -> Result:
+        """A fresh one-turn answer: text, tokens and stats."""
+        return _collect(self.stream(prompt, images, params, **sampling))
+
+    def stream(self, prompt: str, images: Sequence[ImageLike] = (), params: SamplingParams | None = None,
+               **sampling) -> Iterator[Response]:
+        """A fresh one-turn answer, one record per token (text piece, token, stats)."""
+        self.reset()
+        return self._turn(prompt, images, _sampling(params, sampling))
+
+    def chat(self, prompt: str, images: Sequence[ImageLike] = (), params: SamplingParams | None = None,
+             **sampling) -> Result:
+        """The next turn of the conversation, reusing the KV cache of the turns before it."""
+        return _collect(self._turn(prompt, images, _sampling(params, sampling)))
+
+    def chat_stream(self, prompt: str, images: Sequence[ImageLike] = (), params: SamplingParams | None = None,
+                    **sampling) -> Iterator[Response]:
+        return self._turn(prompt, images, _sampling(params, sampling))
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def _turn(self, prompt: str, images: Sequence[ImageLike], params: SamplingParams) -> Iterator[Response]:
+        raise NotImplementedError
+
+
+def _collect(records: Iterator[Response]) -> Result:
+    pieces, tokens, stats = [], [], GenerationStats()
+    for r in records:
+        pieces.append(r.text)
+        tokens.append(r.token)
+        stats = r.stats
+    return Result("".join(pieces), tokens, stats)
+
+
+class PythonSession(Session):
+    """Sessions whose compute is an :class:`edgevlm.engine.Engine` driven from Python."""
+
+    def __init__(self, backend: str, engine, processor, chat: bool = True):
+        self.backend = backend
+        self.engine = engine
+        self.processor = processor
+        self.use_template = chat and processor.chat_template is not None
+        self.format = processor.chat_format() if self.use_template else None
+        self.conv = _Conversation()
+
+    def reset(self) -> None:
+        self.engine.reset()
+        self.conv = _Conversation()
+
+    def _text(self, prompt: str, n_images: int) -> str:
+        proc = self.processor
+        if not self.use_template:
+            return proc.image_token * n_images + prompt
+        if self.conv.turns == 0:
+            return proc.chat_prompt(prompt, n_images)
+        fmt = self.format
+        if fmt is None:
+            raise InputError("this model's chat template cannot continue a conversation; call reset() first")
+        if n_images > fmt["max_images"]:
+            raise InputError(f"{n_images} images in one turn; at most {fmt['max_images']} are supported")
+        return fmt["next"][str(n_images)] + prompt + fmt["tail"]
+
+    def _turn(self, prompt: str, images: Sequence[ImageLike], params: SamplingParams) -> Iterator[Response]:
+        stats = GenerationStats(backend=self.backend)
+        t0 = time.perf_counter()
+        pictures = [load_image(im) for im in images]
+        inputs = self.processor(self._text(prompt, len(pictures)), pictures)
+        ids = list(inputs.input_ids)
+        bos = self.processor.tokenizer.bos_id
+        if self.conv.turns > 0 and ids[:1] == [bos] and bos is not None:
+            ids = ids[1:]  # the BOS of the conversation is already in the cache
+        if self.conv.pending is not None:
+            ids.insert(0, self.conv.pending)
+        inputs = ModelInputs(ids, inputs.pixel_values, inputs.tiles_per_image)
+        stats.preprocess_ms = (time.perf_counter() - t0) * 1e3
+        tokenizer = self.processor.tokenizer
+        stop_ids = params.stop_token_ids if params.stop_token_ids is not None else tokenizer.eos_ids
+        decoder = StreamDecoder(tokenizer)
+        start = self.conv.position
+        if start + len(ids) > self.engine.max_context:
+            raise InputError(f"prompt of {len(ids)} tokens does not fit the context of {self.engine.max_context} "
+                             f"tokens ({start} already used)")
+        self.conv.turns += 1
+        self.conv.position += len(ids)
+        self.conv.pending = None
+        self.conv.history += ids
+        last: Response | None = None
+        for token in generate_step(self.engine, inputs, params, stop_ids, stats, start):
+            if last is not None:
+                yield last
+                self.conv.position += 1  # the previous token went into the cache
+            self.conv.history.append(token)
+            piece = "" if token in stop_ids and not params.ignore_eos else decoder.push(token)
+            last = Response(piece, token, stats)
+        if last is not None:
+            last.text += decoder.flush()
+            last.finish_reason = stats.finish_reason
+            if stats.finish_reason != "stop":
+                self.conv.pending = last.token
+            yield last
+
+
+class NativeSession(Session):
+    """The C++ runtime through ``edgevlm._native``."""
+
+    backend = "native"
+
+    def __init__(self, bundle: Path, threads: int = 0, chat: bool = True, verify: bool = True):
+        from . import _native
+
+        self._native = _native
+        self.model = _native.Model.load(str(bundle), threads=threads, verify=verify)
+        self.session = _native.Session(self.model)
+        self.use_template = chat
+
+    def reset(self) -> None:
+        self.session.reset()
+
+    def _turn(self, prompt: str, images: Sequence[ImageLike], params: SamplingParams) -> Iterator[Response]:
+        if params.stop_token_ids is not None:
+            raise InputError("the native backend stops on the bundle's EOS ids; stop_token_ids is not supported")
+        t0 = time.perf_counter()
+        pictures = [np.ascontiguousarray(load_image(im), dtype=np.uint8) for im in images]
+        decode_ms = (time.perf_counter() - t0) * 1e3
+        try:
+            self.session.add_turn(prompt, pictures, self.use_template)
+        except self._native.NativeError as e:
+            raise InputError(str(e)) from None
+        records: list[tuple[int, str]] = []
+        seed = params.seed if params.seed is not None else int(time.time_ns() & 0xFFFFFFFF)
+        tokens = self.session.generate(params.max_new_tokens, params.temperature, params.top_k, params.top_p,
+                                       params.repetition_penalty, seed, params.ignore_eos,
+                                       lambda t, piece: records.append((t, piece)) or True)
+        stats = self._stats(decode_ms)
+        for i, (token, piece) in enumerate(records):
+            last = i + 1 == len(tokens)
+            yield Response(piece, token, stats, stats.finish_reason if last else None)
+
+    def _stats(self, image_decode_ms: float) -> GenerationStats:
+        d = dict(self.session.stats)
+        fields = GenerationStats.__dataclass_fields__
+        stats = GenerationStats(**{k: v for k, v in d.items() if k in fields})
+        stats.preprocess_ms += image_decode_ms
+        stats.ttft_ms += image_decode_ms
+        return stats
+
+
+def _bundle_manifest(path: Path) -> dict:
+    from .export.bundle import open_bundle
+
+    return open_bundle(path).manifest
+
+
+def load(path: str | Path, backend: str = "native", threads: int | None = None, chat: bool = True,
+         chunk_size: int | None = None, max_context: int | None = None) -> Session:
+    """Open a bundle (or, for ``backend="torch"``, also a model directory or zoo name) on a backend.
+
+    ``threads`` sets the compute threads (native, torch; the other runtimes use their defaults).
+    ``chat=False`` takes prompts as they are, without the chat template.
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    p = Path(path)
+    is_bundle = (p / C.MANIFEST_FILE).is_file()
+    if backend == "torch":
+        return _torch_session(p / C.WEIGHTS_DIR if is_bundle else path, threads, chat, chunk_size, max_context,
+                              _bundle_manifest(p) if is_bundle else None)
+    if not is_bundle:
+        raise InputError(f"{path}: not a bundle ({C.MANIFEST_FILE} missing); the {backend} backend runs bundles "
+                         f"written by `edgevlm export` (backend='torch' also takes model directories)")
+    manifest = _bundle_manifest(p)
+    target = _TARGET_OF[backend]
+    if target not in manifest[C.KEY_TARGETS]:
+        have = ", ".join(k for k, v in _TARGET_OF.items() if v in manifest[C.KEY_TARGETS]) or "none"
+        raise InputError(f"{path}: the bundle has no {target} target, so no {backend} backend (it has: {have})")
+    if backend == "native":
+        if chunk_size or max_context:
+            raise InputError("the native backend runs at the bundle's chunk size and context")
+        return NativeSession(p, threads or 0, chat, verify=False)  # verified just above
+    from .export.base import target_module
+    from .models import load_processor
+
+    module = target_module(target)
+    engine = module.open_engine(p, manifest)
+    _, processor = load_processor(p / C.WEIGHTS_DIR)
+    return PythonSession(backend, engine, processor, chat)
+
+
+def _torch_session(path, threads, chat, chunk_size, max_context, manifest) -> Session:
+    import torch
+
+    from .engine import TorchEngine
+    from .models import load as load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    loaded = load_model(path)
+    limit = loaded.model.language_model.config.max_position_embeddings
+    if manifest is not None:
+        chunk_size = chunk_size or manifest[C.KEY_CHUNK_SIZE]
+        max_context = max_context or manifest[C.KEY_MAX_CONTEXT]
+    max_context = min(max_context or 2048, limit)
+    engine = TorchEngine(loaded.model, max_context, min(chunk_size or 64, max_context))
+    return PythonSession("torch", engine, loaded.processor, chat)
+
+
+__all__ = ["BACKENDS", "NativeSession", "PythonSession", "Session", "load"]

@@ -1,0 +1,308 @@
+#include "api/session.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "core/chunk_plan.h"
+#include "core/error.h"
+#include "core/version.h"
+
+namespace edgevlm {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+double round3(double x) { return double(int64_t(x * 1000.0 + (x >= 0 ? 0.5 : -0.5))) / 1000.0; }
+
+}  // namespace
+
+double peak_rss_mb() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;  // Linux: kilobytes
+}
+
+std::string Stats::to_json() const {
+  nlohmann::json j;
+  j["schema_version"] = 1;
+  j["backend"] = backend;
+  j["prompt_tokens"] = prompt_tokens;
+  j["image_tiles"] = image_tiles;
+  j["preprocess_ms"] = round3(preprocess_ms);
+  j["vision_encode_ms"] = round3(vision_encode_ms);
+  j["prefill_ms"] = round3(prefill_ms);
+  std::vector<double> chunks;
+  for (double c : prefill_chunks_ms) chunks.push_back(round3(c));
+  j["prefill_chunks_ms"] = chunks;
+  j["chunk_size"] = chunk_size;
+  j["ttft_ms"] = round3(ttft_ms);
+  j["generated_tokens"] = generated_tokens;
+  j["decode_ms"] = round3(decode_ms);
+  j["peak_rss_mb"] = round3(peak_rss_mb);
+  j["finish_reason"] = finish_reason;
+  j["prefill_tps"] = prefill_ms > 0 ? round3(prompt_tokens / (prefill_ms / 1e3)) : 0.0;
+  const int steps = generated_tokens - 1;
+  j["decode_tps"] = steps > 0 && decode_ms > 0 ? round3(steps / (decode_ms / 1e3)) : 0.0;
+  j["load_ms"] = round3(load_ms);
+  j["context_used"] = context_used;
+  j["kernels"] = kernels;
+  j["threads"] = threads;
+  j["runtime_version"] = version();
+  return j.dump();
+}
+
+// ---- Model -------------------------------------------------------------------------------------
+
+std::shared_ptr<Model> Model::load(const std::string& bundle_dir, const ModelOptions& options) {
+  const auto t0 = Clock::now();
+  std::shared_ptr<Model> m(new Model());
+  m->options_ = options;
+  m->bundle_ = Bundle::open(bundle_dir, options.verify_files);
+  const nlohmann::json& man = m->bundle_.manifest();
+  if (!man.contains("targets") || !man["targets"].is_object() || !man["targets"].contains("native"))
+    fail(ErrorCode::kUnsupported, bundle_dir + ": the bundle has no native target (export it with --targets native)");
+  m->tokenizer_ = Tokenizer::from_file(bundle_dir + "/tokenizer.json");
+  m->prompts_ = std::make_unique<PromptBuilder>(m->tokenizer_, PromptConfig::from_manifest(man));
+  if (const nlohmann::json* pre = m->bundle_.image_preprocessing()) {
+    m->image_params_ = ImageParams::from_json(*pre);
+    m->has_vision_ = true;
+  }
+  const auto& eos = man.at("special_tokens").value("eos", nlohmann::json::array());
+  if (eos.is_array())
+    for (const auto& e : eos)
+      if (e.is_number_integer()) m->eos_ids_.push_back(e.get<int32_t>());
+  m->chunk_size_ = options.chunk_size > 0 ? options.chunk_size : man.at("chunk_size").get<int>();
+  m->max_context_ = options.max_context > 0 ? options.max_context : man.at("max_context").get<int>();
+  if (m->chunk_size_ < 1 || m->chunk_size_ > m->max_context_)
+    fail(ErrorCode::kInvalidArgument, "chunk size " + std::to_string(m->chunk_size_) + " must be in 1..max context (" +
+                                          std::to_string(m->max_context_) + ")");
+  m->weights_ = load_engine_weights(m->bundle_, options);
+  m->load_ms_ = ms_since(t0);
+  return m;
+}
+
+std::unique_ptr<SessionEngine> Model::new_engine() const {
+  return make_session_engine(weights_, bundle_, options_, max_context_);
+}
+
+// ---- Session -----------------------------------------------------------------------------------
+
+Session::Session(std::shared_ptr<Model> model) : model_(std::move(model)), engine_(model_->new_engine()) {
+  stats_.chunk_size = model_->chunk_size();
+  stats_.kernels = engine_->name();
+  stats_.threads = model_->options().threads;
+  stats_.load_ms = model_->load_ms();
+}
+
+void Session::reset() {
+  engine_->reset();
+  history_.clear();
+  logits_.clear();
+  have_logits_ = false;
+  pos_ = 0;
+  turns_ = 0;
+  pending_ = -1;
+  stats_ = Stats();
+  stats_.chunk_size = model_->chunk_size();
+  stats_.kernels = engine_->name();
+  stats_.threads = model_->options().threads;
+  stats_.load_ms = model_->load_ms();
+}
+
+void Session::add_turn(const std::vector<InputChunk>& chunks, bool use_template) {
+  const auto t0 = Clock::now();
+  std::string text;
+  std::vector<const InputChunk*> images;
+  for (const InputChunk& c : chunks) {
+    if (c.is_image) images.push_back(&c);
+    else text += c.text;
+  }
+  if (!images.empty() && !model_->has_vision())
+    fail(ErrorCode::kInvalidArgument, "this is a text-only model: it takes no images");
+  const bool first = pos_ == 0;
+  const std::string rendered = model_->prompts().render_turn(text, int(images.size()), first, use_template);
+  std::vector<ImageTiles> tiles;
+  std::vector<std::array<int, 2>> grids;
+  int n_tiles = 0;
+  for (const InputChunk* c : images) {
+    tiles.push_back(preprocess_image(c->rgb, c->rgb_size, c->width, c->height, model_->image_params()));
+    grids.push_back({tiles.back().rows, tiles.back().cols});
+    n_tiles += tiles.back().num_tiles;
+  }
+  std::vector<int32_t> ids = model_->prompts().tokenize(rendered, grids, first);
+  take_pending(ids);
+  if (ids.empty()) fail(ErrorCode::kInvalidArgument, "the prompt is empty");
+  if (pos_ + int64_t(ids.size()) > model_->max_context())
+    fail(ErrorCode::kContextOverflow, "prompt of " + std::to_string(ids.size()) + " tokens at position " + std::to_string(pos_) +
+                                          " does not fit the context of " + std::to_string(model_->max_context()) + " tokens");
+  stats_ = Stats();
+  stats_.chunk_size = model_->chunk_size();
+  stats_.kernels = engine_->name();
+  stats_.threads = model_->options().threads;
+  stats_.load_ms = model_->load_ms();
+  stats_.preprocess_ms = ms_since(t0);
+  stats_.image_tiles = n_tiles;
+
+  std::vector<float> features;
+  int feature_rows = 0;
+  if (n_tiles > 0) {
+    const auto t1 = Clock::now();
+    const int T = engine_->tokens_per_tile(), H = engine_->hidden_size();
+    features.resize(size_t(n_tiles) * T * H);
+    size_t at = 0;
+    for (const ImageTiles& t : tiles) {
+      engine_->encode_images(t.pixels.data(), t.num_tiles, t.height, t.width, features.data() + at);
+      at += size_t(t.num_tiles) * T * H;
+    }
+    feature_rows = n_tiles * T;
+    stats_.vision_encode_ms = ms_since(t1);
+  }
+  prefill_ids(ids, features, feature_rows);
+  stats_.ttft_ms = stats_.preprocess_ms + stats_.vision_encode_ms + stats_.prefill_ms;
+  ++turns_;
+}
+
+void Session::take_pending(std::vector<int32_t>& ids) {
+  if (pending_ < 0) return;
+  ids.insert(ids.begin(), pending_);
+  history_.pop_back();  // it is re-added with the prompt
+  pending_ = -1;
+}
+
+void Session::add_tokens(const std::vector<int32_t>& given) {
+  if (given.empty()) fail(ErrorCode::kInvalidArgument, "no prompt tokens");
+  std::vector<int32_t> ids(given);
+  take_pending(ids);
+  for (int32_t id : ids)
+    if (id < 0 || id >= engine_->vocab_size())
+      fail(ErrorCode::kInvalidArgument, "token id " + std::to_string(id) + " outside the vocabulary (" +
+                                            std::to_string(engine_->vocab_size()) + ")");
+  if (pos_ + int64_t(ids.size()) > model_->max_context())
+    fail(ErrorCode::kContextOverflow, "prompt of " + std::to_string(ids.size()) + " tokens at position " + std::to_string(pos_) +
+                                          " does not fit the context of " + std::to_string(model_->max_context()) + " tokens");
+  stats_ = Stats();
+  stats_.chunk_size = model_->chunk_size();
+  stats_.kernels = engine_->name();
+  stats_.threads = model_->options().threads;
+  stats_.load_ms = model_->load_ms();
+  prefill_ids(ids, {}, 0);
+  stats_.ttft_ms = stats_.prefill_ms;
+  ++turns_;
+}
+
+void Session::prefill_ids(const std::vector<int32_t>& ids, const std::vector<float>& features, int feature_rows) {
+  const int H = engine_->hidden_size();
+  const int n = int(ids.size());
+  const auto t0 = Clock::now();
+  // embeddings of every prompt row; image placeholder rows take the image features in order
+  std::vector<float> rows(size_t(n) * H);
+  const int32_t image_id = model_->prompts().config().image_token_id;
+  std::vector<int32_t> safe(ids);
+  int image_rows = 0;
+  for (int32_t& id : safe) {
+    if (image_id >= 0 && id == image_id) ++image_rows;
+    if (id < 0 || id >= engine_->vocab_size()) id = 0;
+  }
+  if (feature_rows > 0 && image_rows != feature_rows)
+    fail(ErrorCode::kInternal, "prompt has " + std::to_string(image_rows) + " image token rows but the images give " +
+                                   std::to_string(feature_rows));
+  if (feature_rows == 0 && image_rows > 0 && model_->has_vision())
+    fail(ErrorCode::kInvalidArgument, "the prompt holds image tokens but no image was given");
+  engine_->embed(safe.data(), n, rows.data());
+  if (feature_rows > 0) {
+    int f = 0;
+    for (int r = 0; r < n; ++r)
+      if (ids[r] == image_id) std::memcpy(&rows[size_t(r) * H], &features[size_t(f++) * H], sizeof(float) * H);
+  }
+  logits_.assign(engine_->vocab_size(), 0.0f);
+  const std::vector<Chunk> plan = plan_chunks(n, pos_, model_->chunk_size(), model_->max_context());
+  std::vector<float> step_rows;
+  for (const Chunk& c : plan) {
+    const auto tc = Clock::now();
+    step_rows.assign(size_t(c.size) * H, 0.0f);
+    const int pad = c.size - (c.end - c.begin);
+    std::memcpy(&step_rows[size_t(pad) * H], &rows[size_t(c.begin) * H], sizeof(float) * H * (c.end - c.begin));
+    engine_->step(step_rows.data(), c.positions.data(), c.size, logits_.data());
+    stats_.prefill_chunks_ms.push_back(ms_since(tc));
+  }
+  stats_.prefill_ms = ms_since(t0);
+  stats_.prompt_tokens = n;
+  history_.insert(history_.end(), ids.begin(), ids.end());
+  pos_ += n;
+  have_logits_ = true;
+  stats_.context_used = pos_;
+}
+
+std::vector<int32_t> Session::generate(const SamplingParams& params, const TokenCallback& on_token) {
+  if (!have_logits_) fail(ErrorCode::kInvalidArgument, "generate: add a turn (or tokens) first");
+  Sampler sampler(params);
+  cancel_.store(false);
+  const std::vector<int32_t>& stops = model_->eos_ids();
+  const int H = engine_->hidden_size();
+  std::vector<float> row(H), scratch;
+  std::vector<int32_t> out;
+  std::string shown;  // text already handed to the callback
+  stats_.finish_reason = "length";
+  Clock::time_point t_first;
+  for (int i = 0; i < params.max_new_tokens; ++i) {
+    scratch = logits_;
+    const int32_t token = sampler.sample(scratch.data(), int(scratch.size()), history_);
+    out.push_back(token);
+    history_.push_back(token);
+    const auto now = Clock::now();
+    if (i == 0) t_first = now;
+    stats_.generated_tokens = i + 1;
+    stats_.decode_ms = std::chrono::duration<double, std::milli>(now - t_first).count();
+    const bool is_stop = !params.ignore_eos && std::find(stops.begin(), stops.end(), token) != stops.end();
+    bool stop = is_stop;
+    if (is_stop) stats_.finish_reason = "stop";
+    else if (i + 1 < params.max_new_tokens && pos_ >= model_->max_context()) {
+      stats_.finish_reason = "context";
+      stop = true;
+    }
+    if (on_token) {
+      std::string piece;
+      if (!is_stop) {
+        std::vector<int32_t> text_ids(out.begin(), out.end());
+        const std::string full = model_->tokenizer().decode(text_ids, true);
+        // hold back a trailing incomplete UTF-8 sequence (decoded as U+FFFD)
+        const bool partial = full.size() >= 3 && full.compare(full.size() - 3, 3, "\xEF\xBF\xBD") == 0;
+        if (!partial && full.size() >= shown.size() && full.compare(0, shown.size(), shown) == 0) {
+          piece = full.substr(shown.size());
+          shown = full;
+        }
+      }
+      if (!on_token(token, piece) || cancel_.load()) {
+        stats_.finish_reason = "cancelled";
+        stop = true;
+      }
+    } else if (cancel_.load()) {
+      stats_.finish_reason = "cancelled";
+      stop = true;
+    }
+    if (stop || i + 1 == params.max_new_tokens) break;
+    engine_->embed(&token, 1, row.data());
+    const int32_t position = pos_;
+    engine_->step(row.data(), &position, 1, logits_.data());
+    ++pos_;
+  }
+  // the last sampled token is not in the cache: a stop token is closed by the next turn's text;
+  // any other token is fed first when the conversation goes on
+  have_logits_ = false;
+  if (!out.empty() && stats_.finish_reason != "stop") pending_ = out.back();
+  stats_.context_used = pos_;
+  stats_.peak_rss_mb = peak_rss_mb();
+  return out;
+}
+
+}  // namespace edgevlm

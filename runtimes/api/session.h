@@ -1,0 +1,156 @@
+// The runtime above an engine: a loaded model (bundle, tokenizer, prompt builder, engine) and a
+// session that takes turns of text and images, prefills them in static chunks against the
+// engine's KV cache (the chunk plan of edgevlm/engine.py) and generates with a sampler. The C API
+// (include/edgevlm/edgevlm.h) and the Python binding are thin layers over these two classes.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/bundle.h"
+#include "core/image.h"
+#include "core/prompt.h"
+#include "core/sampler.h"
+#include "core/tokenizer.h"
+
+namespace edgevlm {
+
+class SessionEngine;
+struct ModelOptions;
+/// The engine's weights for a bundle, loaded (and repacked) once and shared by every session;
+/// and a new engine (own KV cache of max_context positions) over them. api/engine_factory.cpp.
+std::shared_ptr<void> load_engine_weights(const Bundle& bundle, const ModelOptions& options);
+std::unique_ptr<SessionEngine> make_session_engine(const std::shared_ptr<void>& weights, const Bundle& bundle,
+                                                   const ModelOptions& options, int max_context);
+
+/// The compute a session drives (one batch row). Implemented by engines/cpu; others may follow.
+class SessionEngine {
+ public:
+  virtual ~SessionEngine() = default;
+  virtual int hidden_size() const = 0;
+  virtual int vocab_size() const = 0;
+  virtual int tokens_per_tile() const = 0;  // 0 for text-only models
+  /// ids [n] -> embedding rows out [n, H].
+  virtual void embed(const int32_t* ids, int n, float* out) = 0;
+  /// tiles [n, 3, S, S] -> features out [n, tokens_per_tile, H].
+  virtual void encode_images(const float* tiles, int n_tiles, int height, int width, float* out) = 0;
+  /// rows [C, H] at absolute positions [C] -> logits [V] of the last row; rows enter the cache.
+  virtual void step(const float* rows, const int32_t* positions, int C, float* logits) = 0;
+  virtual void reset() = 0;
+  virtual std::string name() const = 0;  // e.g. "cpu/avx512"
+};
+
+struct ModelOptions {
+  int threads = 0;             // 0: every core
+  bool verify_files = true;    // check every file's sha256 before use
+  std::string kernels;         // "" = best for this CPU; scalar | avx2 | avx512 | neon
+  int chunk_size = 0;          // 0: the bundle's
+  int max_context = 0;         // 0: the bundle's
+};
+
+class Model {
+ public:
+  static std::shared_ptr<Model> load(const std::string& bundle_dir, const ModelOptions& options);
+
+  const Bundle& bundle() const { return bundle_; }
+  const Tokenizer& tokenizer() const { return tokenizer_; }
+  const PromptBuilder& prompts() const { return *prompts_; }
+  bool has_vision() const { return has_vision_; }
+  const ImageParams& image_params() const { return image_params_; }
+  int chunk_size() const { return chunk_size_; }
+  int max_context() const { return max_context_; }
+  const std::vector<int32_t>& eos_ids() const { return eos_ids_; }
+  double load_ms() const { return load_ms_; }
+  const ModelOptions& options() const { return options_; }
+  /// A fresh engine (with its own KV cache) over the shared weights.
+  std::unique_ptr<SessionEngine> new_engine() const;
+
+ private:
+  Model() = default;
+  Bundle bundle_;
+  Tokenizer tokenizer_ = Tokenizer::from_json("{\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]}}");
+  std::unique_ptr<PromptBuilder> prompts_;
+  ImageParams image_params_;
+  bool has_vision_ = false;
+  int chunk_size_ = 0, max_context_ = 0;
+  std::vector<int32_t> eos_ids_;
+  double load_ms_ = 0.0;
+  ModelOptions options_;
+  std::shared_ptr<void> weights_;  // the engine's packed weights, shared by sessions
+};
+
+/// One input chunk of a turn: text, or an RGB8 image (row-major, 3 bytes per pixel).
+struct InputChunk {
+  bool is_image = false;
+  std::string text;
+  const uint8_t* rgb = nullptr;
+  size_t rgb_size = 0;
+  int width = 0, height = 0;
+};
+
+/// Timings of one turn and its generation; the JSON has the schema of edgevlm.generate.GenerationStats.
+struct Stats {
+  std::string backend = "native";
+  int prompt_tokens = 0, image_tiles = 0, chunk_size = 0, generated_tokens = 0;
+  double preprocess_ms = 0, vision_encode_ms = 0, prefill_ms = 0, ttft_ms = 0, decode_ms = 0, load_ms = 0;
+  std::vector<double> prefill_chunks_ms;
+  double peak_rss_mb = 0;
+  int context_used = 0;
+  std::string finish_reason;
+  std::string kernels;
+  int threads = 0;
+  std::string to_json() const;
+};
+
+/// Called with each generated token and its text piece (empty for a stop token); return false to
+/// cancel (generate then ends with finish_reason "cancelled").
+using TokenCallback = std::function<bool(int32_t token, const std::string& piece)>;
+
+class Session {
+ public:
+  explicit Session(std::shared_ptr<Model> model);
+
+  /// A user turn: the chunks' texts are joined, images become placeholders before the text (the
+  /// layout of the chat templates); through the chat template unless `use_template` is false.
+  /// Tokenizes, encodes images, prefills. Throws kContextOverflow when it does not fit.
+  void add_turn(const std::vector<InputChunk>& chunks, bool use_template = true);
+  /// Raw prompt ids (benchmarks, tests): prefilled as they are.
+  void add_tokens(const std::vector<int32_t>& ids);
+  /// Samples up to max_new_tokens from the logits of the last prefill; the generated tokens stay
+  /// in the cache so a next turn continues the conversation.
+  std::vector<int32_t> generate(const SamplingParams& params, const TokenCallback& on_token = {});
+  void reset();
+  /// Asks a running generate() to stop after the current token (thread-safe).
+  void cancel() { cancel_.store(true); }
+
+  const Stats& stats() const { return stats_; }
+  const std::vector<int32_t>& history() const { return history_; }
+  const std::vector<float>& last_logits() const { return logits_; }
+  int position() const { return pos_; }
+  /// Decoded text of ids, streaming-safe (pieces that end inside a UTF-8 sequence are held back).
+  std::string decode(const std::vector<int32_t>& ids) const { return model_->tokenizer().decode(ids); }
+
+ private:
+  void take_pending(std::vector<int32_t>& ids);
+  void prefill_ids(const std::vector<int32_t>& ids, const std::vector<float>& image_rows, int image_token_rows);
+
+  std::shared_ptr<Model> model_;
+  std::unique_ptr<SessionEngine> engine_;
+  std::vector<int32_t> history_;
+  std::vector<float> logits_;
+  bool have_logits_ = false;
+  int pos_ = 0;
+  int turns_ = 0;
+  int32_t pending_ = -1;  // the reply's last token when it was not a stop token: not yet in the cache
+  Stats stats_;
+  std::atomic<bool> cancel_{false};
+};
+
+/// The process's peak resident set size in MB (getrusage).
+double peak_rss_mb();
+
+}  // namespace edgevlm

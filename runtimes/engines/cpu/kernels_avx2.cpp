@@ -160,7 +160,7 @@ void q4_tile(const QuantizedActs& a, const PackedQ4& w, int m0, int b, int h, co
                          : _mm256_set1_epi32(8);
     for (int r = 0; r < MT; ++r) {
       const int32_t sa = act_sum(a, m0 + r, k0, unit);
-      __m256i dot = _mm256_sub_epi32(acc[r], _mm256_mullo_epi32(z, _mm256_set1_epi32(sa)));
+      __m256i dot = _mm256_sub_epi32(acc[r], wz ? _mm256_mullo_epi32(z, _mm256_set1_epi32(sa)) : _mm256_set1_epi32(8 * sa));
       dot = _mm256_sub_epi32(dot, _mm256_mullo_epi32(ws_run, _mm256_set1_epi32(a.zero[m0 + r])));
       if (blk) {
         const __m256 bs = _mm256_mul_ps(_mm256_set1_ps(a.scales[size_t(m0 + r) * (a.K / 32) + k0 / 32]), sw);

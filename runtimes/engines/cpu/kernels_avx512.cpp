@@ -136,7 +136,7 @@ void q4_tile(const QuantizedActs& a, const PackedQ4& w, int m0, int b, const flo
                          : _mm512_set1_epi32(8);
     for (int r = 0; r < MT; ++r) {
       const int32_t sa = act_sum(a, m0 + r, k0, unit);
-      __m512i dot = _mm512_sub_epi32(acc[r], _mm512_mullo_epi32(z, _mm512_set1_epi32(sa)));
+      __m512i dot = _mm512_sub_epi32(acc[r], wz ? _mm512_mullo_epi32(z, _mm512_set1_epi32(sa)) : _mm512_set1_epi32(8 * sa));
       dot = _mm512_sub_epi32(dot, _mm512_mullo_epi32(ws_run, _mm512_set1_epi32(a.zero[m0 + r])));
       if (blk) {
         const __m512 bs = _mm512_mul_ps(_mm512_set1_ps(a.scales[size_t(m0 + r) * (a.K / 32) + k0 / 32]), sw);

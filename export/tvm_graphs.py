@@ -76,6 +76,9 @@ def packed_copy(model: Model) -> Model:
     """
     model = copy.deepcopy(model)
     for module in list(model.modules()):
+        if module._modules.get("kv_cache", 0) is None:  # left registered by a removed static cache:
+            del module._modules["kv_cache"]  # the graphs put a plain slot object there
+            module.kv_cache = None
         for child_name, child in list(module.named_children()):
             if isinstance(child, (QuantLinear, TiedQuantLinear)) and not isinstance(child, PackedLinear):
                 setattr(module, child_name, _packed(child))

@@ -29,15 +29,6 @@ from edgevlm.quant.recipe import Scheme, preset  # noqa: E402
 CHUNK, CONTEXT = 16, 128
 
 
-class _Wrap(torch.nn.Module):
-    def __init__(self, layer):
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x):
-        return self.layer(x)
-
-
 def _run_tvm(module: torch.nn.Module, *args: torch.Tensor) -> list[np.ndarray]:
     """torch.export -> Relax (with the target's converters) -> llvm -> VM; params bound as constants."""
     from tvm import relax
@@ -177,3 +168,17 @@ def test_shapes_vlm_bundle_reproduces_the_reference(tmp_path):
 def test_other_recipes_reproduce_the_reference(llama_untied_dir, tmp_path, recipe):
     out = tmp_path / f"{recipe}.evlm"
     _check_bundle(out, _export(llama_untied_dir, out, recipe=recipe), vision=False)
+
+
+@pytest.mark.slow
+def test_smollm2_135m_sized_decoder_exports(tmp_path):
+    """SmolLM2-135M's shape with random weights: export time and verification (run with -m slow)."""
+    from tiny_models import make_llama
+
+    src = make_llama(tmp_path / "smollm2", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                     num_attention_heads=9, num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192)
+    out = tmp_path / "smollm2.evlm"
+    entry = _check_bundle(out, _export(src, out, chunk=32, context=256), vision=False)
+    print(f"SmolLM2-135M-sized: tvm export {entry['export_seconds']} s ({entry['checks']['seconds']}), "
+          f"{entry['size_bytes'] / 2**20:.1f} MiB, agreement {entry['verification']['agreement']:.3f}, "
+          f"max abs logit error {entry['verification']['max_abs_logit_error']:.2e}")

@@ -221,7 +221,7 @@ class TvmEngine(GraphEngine):
             raise ValueError(f"{method} takes {len(spec)} inputs, got {len(arrays)}")
         args = [tvm.runtime.tensor(np.ascontiguousarray(a, dtype=s["dtype"]), self.device) for a, s in zip(arrays, spec)]
         out = self.vm[method](*args, *self.params[method])
-        outs = list(out) if isinstance(out, (list, tuple)) or hasattr(out, "__len__") and not hasattr(out, "numpy") else [out]
+        outs = [out] if hasattr(out, "numpy") else list(out)  # one tensor, or a tuple of them
         return [o.numpy() for o in outs]
 
 

@@ -132,7 +132,7 @@ def test_llama_bundle(llama_dir, tmp_path):
 @pytest.mark.slow
 def test_smolvlm_bundle(smolvlm_dir, tmp_path):
     out = tmp_path / "smolvlm.evlm"
-    _check_bundle(out, _export(smolvlm_dir, out, 256), vision=True)
+    _check_bundle(out, _export(smolvlm_dir, out, 320), vision=True)  # image splitting: a 214-token prompt
 
 
 @pytest.mark.slow
@@ -145,6 +145,25 @@ def test_llava_bundle(llava_dir, tmp_path):
 def test_shapes_vlm_bundle(tmp_path):
     out = tmp_path / "shapes.evlm"
     _check_bundle(out, _export("shapes-vlm", out, 256), vision=True)
+
+
+@pytest.mark.slow
+def test_smollm2_135m_sized_decoder_exports(tmp_path):
+    """SmolLM2-135M's shape with random weights: export time, sizes and verification (run with -m slow)."""
+    from tiny_models import make_llama
+
+    src = make_llama(tmp_path / "smollm2", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                     num_attention_heads=9, num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192)
+    out = tmp_path / "smollm2.evlm"
+    manifest = export_bundle(src, out, ["native", "coreml"], recipe=preset("w4g32"), chunk_size=64, max_context=512,
+                             log=lambda m: None)
+    rep = {r["target"]: r for r in manifest["export_report"]}["coreml"]
+    assert rep["status"] == "ok", rep["message"]
+    ver = rep["checks"]["torch_graph_verification"]
+    assert ver["first16_identical"] and ver["agreement"] >= 0.95, ver
+    assert rep["checks"]["weights"]["bit_identical"] and rep["checks"]["weights"]["int4_layers"] == 7 * 30
+    print(f"SmolLM2-135M-sized: coreml export {rep['export_seconds']} s, {rep['size_bytes'] / 2**20:.1f} MiB, "
+          f"agreement {ver['agreement']:.3f}, max abs logit error {ver['max_abs_logit_error']:.2e}")
 
 
 def test_int8_kv_cache_recipe_is_refused_and_other_targets_continue(llama_dir, tmp_path):

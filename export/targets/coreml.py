@@ -30,7 +30,8 @@ codes and scales from dequantized floats.
 Compute precision is float32 (CPU/GPU on device), so the converted graph computes what the torch
 module checked here computes; the only rounding relative to the PyTorch reference is the float16
 KV cache, which the torch module reproduces. (float16 compute, for the Neural Engine, is a
-one-line change of :data:`COMPUTE_PRECISION` that this machine cannot verify.)
+one-line change of :data:`COMPUTE_PRECISION` that this machine cannot verify; the cache write is a
+``scatter_nd``, which coremltools notes runs off the Neural Engine.)
 
 CoreML models do not run on Linux (``RUNS_HERE = False``). Verified here, into ``checks``: each
 package's spec (functions, inputs, outputs, states), that the quantized weights are int4

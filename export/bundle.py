@@ -38,23 +38,30 @@ def sha256(path: Path) -> str:
 
 
 def image_preprocessing(loaded: LoadedModel) -> dict | None:
-    """The image processor's parameters, as the C++ preprocessing reads them."""
+    """The image processor's parameters, as the C++ preprocessing (runtimes/core/image.cpp) reads them."""
     proc = loaded.processor
     if not proc.supports_images:
         return None
     kind = {"smolvlm": "idefics3", "llava": "clip", "mobilevlm": "pad_square"}.get(loaded.family, loaded.family)
     out: dict[str, Any] = {C.IMAGE_KIND: kind, C.IMAGE_TOKENS_PER_TILE: loaded.model.tokens_per_tile}
-    image = getattr(proc, "image", proc)
-    for key, attrs in ((C.IMAGE_SIZE, ("tile_size", "crop_size", "image_size")), (C.IMAGE_MEAN, ("mean",)),
-                       (C.IMAGE_STD, ("std",)), (C.IMAGE_LONGEST_EDGE, ("longest_edge",)), (C.IMAGE_SPLIT, ("do_split",))):
-        for a in attrs:
-            if hasattr(image, a):
-                value = getattr(image, a)
-                out[key] = value if not isinstance(value, tuple) else list(value)
-                break
-    resample = getattr(image, "resample", None)
-    if resample is not None:
-        out[C.IMAGE_RESAMPLE] = getattr(resample, "name", str(resample)).lower()
+    image = getattr(proc, "images", None) or getattr(proc, "image", None) or proc
+    if kind == "idefics3":
+        out[C.IMAGE_SIZE] = image.tile_size
+        out[C.IMAGE_LONGEST_EDGE] = image.longest_edge
+        out[C.IMAGE_SPLIT] = image.do_split
+    else:  # CLIP-style: resize the shortest edge (or to a fixed size), center crop, optional pad to square
+        out[C.IMAGE_SIZE] = list(image.crop_hw)
+        if image.shortest_edge is not None:
+            out["shortest_edge"] = image.shortest_edge
+        else:
+            out["resize_size"] = [int(v) for v in image.size_hw]
+        out["do_center_crop"] = image.do_crop
+        out["pad_to_square"] = image.pad_to_square
+    out["do_resize"] = image.do_resize
+    out[C.IMAGE_MEAN] = list(image.mean)
+    out[C.IMAGE_STD] = list(image.std)
+    out["rescale_factor"] = image.rescale
+    out[C.IMAGE_RESAMPLE] = getattr(image.resample, "name", str(image.resample)).lower()
     return out
 
 

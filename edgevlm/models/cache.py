@@ -99,6 +99,9 @@ def remove_kv_cache(model: nn.Module) -> nn.Module:
     """Back to the eager, cache-free model."""
     for module in model.modules():
         if isinstance(getattr(module, "kv_cache", None), (KVCache, Int8KVCache)):
+            # unregister the child module too, so the attribute can later hold a plain object
+            # (the exporters' functional slot caches) instead of a None child module
+            module._modules.pop("kv_cache", None)
             module.kv_cache = None
     return model
 

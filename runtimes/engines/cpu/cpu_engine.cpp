@@ -1,0 +1,74 @@
+#include "engines/cpu/cpu_engine.h"
+
+#include <algorithm>
+#include <thread>
+
+#include "core/error.h"
+
+namespace edgevlm::cpu {
+
+std::unique_ptr<CpuEngine> CpuEngine::load(const Bundle& bundle, const EngineOptions& opt) {
+  std::unique_ptr<CpuEngine> e(new CpuEngine());
+  const nlohmann::json& m = bundle.manifest();
+  e->family_ = bundle.family();
+  if (e->family_ != "llama" && e->family_ != "smolvlm" && e->family_ != "llava") {
+    fail(ErrorCode::kUnsupported, "model family '" + e->family_ + "' is not supported by the CPU engine");
+  }
+  e->weights_ = bundle.weights();
+  const int manifest_ctx = static_cast<int>(json_number(m, "max_context", 0));
+  e->max_context_ = opt.max_context > 0 ? opt.max_context : manifest_ctx;
+  if (e->max_context_ < 1) fail(ErrorCode::kCorruptFile, bundle.dir() + "/manifest.json: max_context missing or not positive");
+
+  if (!opt.kernels.empty()) {
+    e->compute_.k = kernels_by_name(opt.kernels.c_str());
+    if (!e->compute_.k) fail(ErrorCode::kUnsupported, "kernel set '" + opt.kernels + "' is not available on this CPU");
+  } else {
+    e->compute_.k = &kernels();
+  }
+  int threads = opt.threads;
+  if (threads <= 0) threads = std::max(1, std::min(4, static_cast<int>(std::thread::hardware_concurrency())));
+  if (threads > 1) e->pool_ = std::make_unique<ThreadPool>(threads);
+  e->compute_.pool = e->pool_.get();
+
+  std::string kv = opt.kv_dtype;
+  if (kv.empty()) {
+    const nlohmann::json& q = bundle.quantization_config();
+    kv = q.is_object() && q.value("kv_cache", std::string("float")) == "int8" ? "int8" : "f16";
+  }
+  const WeightSource ws(bundle, e->family_);
+  const TextConfig tc = TextConfig::from_json(m.at("text_config"));
+  e->decoder_.load(ws, tc, e->max_context_, kv_dtype_from_name(kv));
+  if (e->family_ != "llama") {
+    if (!m.contains("vision_config")) fail(ErrorCode::kCorruptFile, bundle.dir() + "/manifest.json: vision_config missing");
+    e->vision_ = std::make_unique<VisionPipeline>();
+    e->vision_->load(ws, e->family_, m["vision_config"], m.value("projector_config", nlohmann::json::object()), tc.hidden);
+  }
+  return e;
+}
+
+std::string CpuEngine::name() const {
+  return std::string("cpu (") + compute_.k->name + ", " + std::to_string(threads()) + " threads)";
+}
+
+void CpuEngine::embed(const int64_t* ids, int n, float* out) {
+  if (n < 0) fail(ErrorCode::kInvalidArgument, "negative token count");
+  decoder_.embed(ids, n, out);
+}
+
+void CpuEngine::encode_images(const float* tiles, int n, float* out) {
+  if (!vision_) fail(ErrorCode::kInvalidArgument, family_ + " is a text-only model: it takes no images");
+  if (n < 0) fail(ErrorCode::kInvalidArgument, "negative tile count");
+  const size_t S = vision_->tile_size();
+  const size_t tile = 3 * S * S, feat = static_cast<size_t>(tokens_per_tile()) * hidden_size();
+  for (int i = 0; i < n; ++i) vision_->forward(compute_, tiles + i * tile, out + i * feat);
+}
+
+void CpuEngine::prefill(const float* rows, const int32_t* positions, int c, float* logits) {
+  decoder_.forward(compute_, rows, positions, c, logits);
+}
+
+void CpuEngine::decode(const float* row, int32_t position, float* logits) {
+  decoder_.forward(compute_, row, &position, 1, logits);
+}
+
+}  // namespace edgevlm::cpu

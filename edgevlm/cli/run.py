@@ -1,13 +1,22 @@
-"""``edgevlm run MODEL --prompt TEXT [--image PATH ...]``: generate with the PyTorch reference."""
+"""``edgevlm run MODEL --prompt TEXT [--image PATH ...] [--backend B]``: generate with any backend.
+
+MODEL is a model directory or zoo name (PyTorch reference) or a bundle (``NAME.evlm``) for any
+backend it holds: native (the C++ runtime), onnxruntime, executorch, tvm, or torch on its weights.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from pathlib import Path
+
+from .. import contract as C
+from ..errors import InputError
 from ..generate import stream
 from ..models import load
 from ..sampling import SamplingParams
+from ..sdk import BACKENDS
 from .output import console, err_console, print_json
 
 HELP = "Generate text from a prompt (and images) with a model."
@@ -25,7 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--no-chat", action="store_true", help="use the prompt as-is, without the chat template")
     p.add_argument("--chunk-size", type=int, default=64, help="prefill chunk size")
-    p.add_argument("--backend", choices=["torch"], default="torch", help="compute backend")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="compute backend (default: native for a bundle, torch for a model directory)")
+    p.add_argument("--threads", type=int, default=None, help="compute threads (native, torch)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -33,13 +44,32 @@ def main(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         repetition_penalty=args.repetition_penalty, seed=args.seed,
     )
-    with err_console.status(f"loading {args.model}"):
-        loaded = load(args.model)
-    chat = not args.no_chat and loaded.processor.chat_template is not None
+    is_bundle = (Path(args.model) / C.MANIFEST_FILE).is_file()
+    backend = args.backend or ("native" if is_bundle else "torch")
+    if backend != "torch" and not is_bundle:
+        raise InputError(f"{args.model}: the {backend} backend runs bundles (edgevlm export); this is not one")
+    if is_bundle:
+        from ..sdk import load as load_session
+
+        with err_console.status(f"loading {args.model} ({backend})"):
+            session = load_session(args.model, backend, threads=args.threads, chat=not args.no_chat)
+        chat = not args.no_chat
+        records = session.stream(args.prompt, args.image, params)
+        where = f"{args.model} ({backend})"
+    else:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        with err_console.status(f"loading {args.model}"):
+            loaded = load(args.model)
+        chat = not args.no_chat and loaded.processor.chat_template is not None
+        records = stream(loaded, args.prompt, args.image, params, chat=chat, chunk_size=args.chunk_size)
+        where = str(loaded.path)
     pieces, tokens, stats = [], [], None
     if not chat and not args.json:
         console.print(args.prompt, end="", style="dim", markup=False, highlight=False)  # a continuation: show what it continues
-    for r in stream(loaded, args.prompt, args.image, params, chat=chat, chunk_size=args.chunk_size):
+    for r in records:
         pieces.append(r.text)
         tokens.append(r.token)
         stats = r.stats
@@ -48,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
             sys.stdout.flush()
     text = "".join(pieces)
     if args.json:
-        print_json({"model": str(loaded.path), "prompt": args.prompt, "images": args.image, "text": text,
+        print_json({"model": where, "backend": backend, "prompt": args.prompt, "images": args.image, "text": text,
                     "tokens": tokens, "stats": stats.to_dict() if stats else None})
         return 0
     sys.stdout.write("\n")

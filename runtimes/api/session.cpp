@@ -5,12 +5,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <mutex>
 
 #include <nlohmann/json.hpp>
 
 #include "core/chunk_plan.h"
 #include "core/error.h"
 #include "core/version.h"
+#include "engines/cpu/cpu_engine.h"
 
 namespace edgevlm {
 
@@ -63,6 +65,24 @@ std::string Stats::to_json() const {
 
 // ---- Model -------------------------------------------------------------------------------------
 
+/// Engines of one model: the one loaded with it (handed to the first session), then new ones.
+class EnginePool {
+ public:
+  EnginePool(const Bundle& bundle, cpu::EngineOptions options)
+      : bundle_(bundle), options_(std::move(options)), first_(cpu::CpuEngine::load(bundle_, options_)) {}
+  std::unique_ptr<Engine> take() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (first_) return std::move(first_);
+    return cpu::CpuEngine::load(bundle_, options_);
+  }
+
+ private:
+  const Bundle& bundle_;
+  cpu::EngineOptions options_;
+  std::mutex mu_;
+  std::unique_ptr<Engine> first_;
+};
+
 std::shared_ptr<Model> Model::load(const std::string& bundle_dir, const ModelOptions& options) {
   const auto t0 = Clock::now();
   std::shared_ptr<Model> m(new Model());
@@ -86,22 +106,31 @@ std::shared_ptr<Model> Model::load(const std::string& bundle_dir, const ModelOpt
   if (m->chunk_size_ < 1 || m->chunk_size_ > m->max_context_)
     fail(ErrorCode::kInvalidArgument, "chunk size " + std::to_string(m->chunk_size_) + " must be in 1..max context (" +
                                           std::to_string(m->max_context_) + ")");
-  m->weights_ = load_engine_weights(m->bundle_, options);
+  cpu::EngineOptions eo;
+  eo.threads = options.threads;
+  eo.kernels = options.kernels;
+  eo.max_context = m->max_context_;
+  m->engines_ = std::make_shared<EnginePool>(m->bundle_, eo);
   m->load_ms_ = ms_since(t0);
   return m;
 }
 
-std::unique_ptr<SessionEngine> Model::new_engine() const {
-  return make_session_engine(weights_, bundle_, options_, max_context_);
-}
+std::unique_ptr<Engine> Model::new_engine() const { return engines_->take(); }
 
 // ---- Session -----------------------------------------------------------------------------------
 
 Session::Session(std::shared_ptr<Model> model) : model_(std::move(model)), engine_(model_->new_engine()) {
+  new_stats();
+}
+
+void Session::new_stats() {
+  stats_ = Stats();
   stats_.chunk_size = model_->chunk_size();
   stats_.kernels = engine_->name();
-  stats_.threads = model_->options().threads;
+  const auto* cpu_engine = dynamic_cast<const cpu::CpuEngine*>(engine_.get());
+  stats_.threads = cpu_engine ? cpu_engine->threads() : model_->options().threads;
   stats_.load_ms = model_->load_ms();
+  stats_.context_used = pos_;
 }
 
 void Session::reset() {
@@ -112,11 +141,7 @@ void Session::reset() {
   pos_ = 0;
   turns_ = 0;
   pending_ = -1;
-  stats_ = Stats();
-  stats_.chunk_size = model_->chunk_size();
-  stats_.kernels = engine_->name();
-  stats_.threads = model_->options().threads;
-  stats_.load_ms = model_->load_ms();
+  new_stats();
 }
 
 void Session::add_turn(const std::vector<InputChunk>& chunks, bool use_template) {
@@ -145,11 +170,7 @@ void Session::add_turn(const std::vector<InputChunk>& chunks, bool use_template)
   if (pos_ + int64_t(ids.size()) > model_->max_context())
     fail(ErrorCode::kContextOverflow, "prompt of " + std::to_string(ids.size()) + " tokens at position " + std::to_string(pos_) +
                                           " does not fit the context of " + std::to_string(model_->max_context()) + " tokens");
-  stats_ = Stats();
-  stats_.chunk_size = model_->chunk_size();
-  stats_.kernels = engine_->name();
-  stats_.threads = model_->options().threads;
-  stats_.load_ms = model_->load_ms();
+  new_stats();
   stats_.preprocess_ms = ms_since(t0);
   stats_.image_tiles = n_tiles;
 
@@ -161,7 +182,10 @@ void Session::add_turn(const std::vector<InputChunk>& chunks, bool use_template)
     features.resize(size_t(n_tiles) * T * H);
     size_t at = 0;
     for (const ImageTiles& t : tiles) {
-      engine_->encode_images(t.pixels.data(), t.num_tiles, t.height, t.width, features.data() + at);
+      if (t.height != engine_->tile_size() || t.width != engine_->tile_size())
+        fail(ErrorCode::kInternal, "preprocessed tiles are " + std::to_string(t.height) + "x" + std::to_string(t.width) +
+                                       " but the encoder takes " + std::to_string(engine_->tile_size()));
+      engine_->encode_images(t.pixels.data(), t.num_tiles, features.data() + at);
       at += size_t(t.num_tiles) * T * H;
     }
     feature_rows = n_tiles * T;
@@ -190,11 +214,7 @@ void Session::add_tokens(const std::vector<int32_t>& given) {
   if (pos_ + int64_t(ids.size()) > model_->max_context())
     fail(ErrorCode::kContextOverflow, "prompt of " + std::to_string(ids.size()) + " tokens at position " + std::to_string(pos_) +
                                           " does not fit the context of " + std::to_string(model_->max_context()) + " tokens");
-  stats_ = Stats();
-  stats_.chunk_size = model_->chunk_size();
-  stats_.kernels = engine_->name();
-  stats_.threads = model_->options().threads;
-  stats_.load_ms = model_->load_ms();
+  new_stats();
   prefill_ids(ids, {}, 0);
   stats_.ttft_ms = stats_.prefill_ms;
   ++turns_;
@@ -207,9 +227,9 @@ void Session::prefill_ids(const std::vector<int32_t>& ids, const std::vector<flo
   // embeddings of every prompt row; image placeholder rows take the image features in order
   std::vector<float> rows(size_t(n) * H);
   const int32_t image_id = model_->prompts().config().image_token_id;
-  std::vector<int32_t> safe(ids);
+  std::vector<int64_t> safe(ids.begin(), ids.end());
   int image_rows = 0;
-  for (int32_t& id : safe) {
+  for (int64_t& id : safe) {
     if (image_id >= 0 && id == image_id) ++image_rows;
     if (id < 0 || id >= engine_->vocab_size()) id = 0;
   }
@@ -232,7 +252,7 @@ void Session::prefill_ids(const std::vector<int32_t>& ids, const std::vector<flo
     step_rows.assign(size_t(c.size) * H, 0.0f);
     const int pad = c.size - (c.end - c.begin);
     std::memcpy(&step_rows[size_t(pad) * H], &rows[size_t(c.begin) * H], sizeof(float) * H * (c.end - c.begin));
-    engine_->step(step_rows.data(), c.positions.data(), c.size, logits_.data());
+    engine_->prefill(step_rows.data(), c.positions.data(), c.size, logits_.data());
     stats_.prefill_chunks_ms.push_back(ms_since(tc));
   }
   stats_.prefill_ms = ms_since(t0);
@@ -291,9 +311,9 @@ std::vector<int32_t> Session::generate(const SamplingParams& params, const Token
       stop = true;
     }
     if (stop || i + 1 == params.max_new_tokens) break;
-    engine_->embed(&token, 1, row.data());
-    const int32_t position = pos_;
-    engine_->step(row.data(), &position, 1, logits_.data());
+    const int64_t id = token;
+    engine_->embed(&id, 1, row.data());
+    engine_->decode(row.data(), pos_, logits_.data());
     ++pos_;
   }
   // the last sampled token is not in the cache: a stop token is closed by the next turn's text;

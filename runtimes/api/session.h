@@ -16,33 +16,12 @@
 #include "core/prompt.h"
 #include "core/sampler.h"
 #include "core/tokenizer.h"
+#include "engines/engine.h"
 
 namespace edgevlm {
 
-class SessionEngine;
 struct ModelOptions;
-/// The engine's weights for a bundle, loaded (and repacked) once and shared by every session;
-/// and a new engine (own KV cache of max_context positions) over them. api/engine_factory.cpp.
-std::shared_ptr<void> load_engine_weights(const Bundle& bundle, const ModelOptions& options);
-std::unique_ptr<SessionEngine> make_session_engine(const std::shared_ptr<void>& weights, const Bundle& bundle,
-                                                   const ModelOptions& options, int max_context);
-
-/// The compute a session drives (one batch row). Implemented by engines/cpu; others may follow.
-class SessionEngine {
- public:
-  virtual ~SessionEngine() = default;
-  virtual int hidden_size() const = 0;
-  virtual int vocab_size() const = 0;
-  virtual int tokens_per_tile() const = 0;  // 0 for text-only models
-  /// ids [n] -> embedding rows out [n, H].
-  virtual void embed(const int32_t* ids, int n, float* out) = 0;
-  /// tiles [n, 3, S, S] -> features out [n, tokens_per_tile, H].
-  virtual void encode_images(const float* tiles, int n_tiles, int height, int width, float* out) = 0;
-  /// rows [C, H] at absolute positions [C] -> logits [V] of the last row; rows enter the cache.
-  virtual void step(const float* rows, const int32_t* positions, int C, float* logits) = 0;
-  virtual void reset() = 0;
-  virtual std::string name() const = 0;  // e.g. "cpu/avx512"
-};
+class EnginePool;
 
 struct ModelOptions {
   int threads = 0;             // 0: every core
@@ -66,8 +45,9 @@ class Model {
   const std::vector<int32_t>& eos_ids() const { return eos_ids_; }
   double load_ms() const { return load_ms_; }
   const ModelOptions& options() const { return options_; }
-  /// A fresh engine (with its own KV cache) over the shared weights.
-  std::unique_ptr<SessionEngine> new_engine() const;
+  /// An engine with its own KV cache for a new session: the one loaded with the model for the
+  /// first session, a freshly loaded one for each further session.
+  std::unique_ptr<Engine> new_engine() const;
 
  private:
   Model() = default;
@@ -80,7 +60,7 @@ class Model {
   std::vector<int32_t> eos_ids_;
   double load_ms_ = 0.0;
   ModelOptions options_;
-  std::shared_ptr<void> weights_;  // the engine's packed weights, shared by sessions
+  std::shared_ptr<EnginePool> engines_;
 };
 
 /// One input chunk of a turn: text, or an RGB8 image (row-major, 3 bytes per pixel).
@@ -136,10 +116,11 @@ class Session {
 
  private:
   void take_pending(std::vector<int32_t>& ids);
+  void new_stats();
   void prefill_ids(const std::vector<int32_t>& ids, const std::vector<float>& image_rows, int image_token_rows);
 
   std::shared_ptr<Model> model_;
-  std::unique_ptr<SessionEngine> engine_;
+  std::unique_ptr<Engine> engine_;
   std::vector<int32_t> history_;
   std::vector<float> logits_;
   bool have_logits_ = false;

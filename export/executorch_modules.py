@@ -163,10 +163,11 @@ def _attention_forward(self, x, cos, sin, mask, input_pos):
     dt = slot.k.dtype
     onehot = (torch.arange(s, device=x.device)[:, None] == input_pos[None, :]).to(dt)  # [S, T]
     keep = 1.0 - onehot.sum(-1, keepdim=True)  # [S, 1]
+    onehot = onehot[None]  # bmm: XNNPACK's mm wants a constant weight
 
     def write(cache: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        rows = new.to(dt).permute(0, 2, 1, 3).reshape(t, hkv * d)  # [T, Hkv*D]
-        put = torch.mm(onehot, rows).view(s, hkv, d).permute(1, 0, 2).reshape(1, hkv, s, d)
+        rows = new.to(dt).permute(0, 2, 1, 3).reshape(1, t, hkv * d)  # [1, T, Hkv*D]
+        put = torch.bmm(onehot, rows).view(s, hkv, d).permute(1, 0, 2).reshape(1, hkv, s, d)
         return cache * keep + put
 
     slot.k, slot.v = write(slot.k, k), write(slot.v, v)

@@ -6,7 +6,10 @@ explicit input and output (``[L, Hkv, S, D]`` each, as in :mod:`edgevlm.export.g
 methods also go under the names ExecuTorch's multimodal runner reads (``image_encoder``,
 ``token_embeddings``; ``extension/llm/runner/constants.h``): the lowered graphs are the same, and
 the XNNPACK weights live in the program's named data store, keyed by content, so ``prefill``,
-``decode`` and the aliases share one copy of every weight. Constant methods carry the metadata the
+``decode`` and the aliases share one copy of every weight. The runner's ``decoder`` is not aliased:
+it keeps the KV cache inside the program (mutable buffers) and takes ``(embeds, input_pos)``, a
+different signature from our explicit-cache ``prefill``/``decode``; a stateful variant sharing the
+same weights is possible but not exported yet. Constant methods carry the metadata the
 way ExecuTorch's LLM exports do (``get_max_seq_len`` = the chunk size, i.e. the most tokens one
 prefill call takes; ``get_max_context_len``, ``get_bos_id``, ``get_eos_ids``, ``get_vocab_size``,
 ``use_kv_cache``, ``get_chunk_size``).
@@ -98,6 +101,16 @@ def _count_ops(ep) -> tuple[int, Counter]:
     return delegates, ops
 
 
+def _with_aliases(edge, meta: dict):
+    """The lowered programs again under the runner's names (lowered once; the emitted methods share the
+    delegate's weights through the named data store)."""
+    from executorch.exir import EdgeProgramManager
+
+    programs = {m: edge.exported_program(m) for m in edge.methods}
+    programs.update({alias: programs[m] for m, alias in RUNNER_ALIASES.items() if m in programs})
+    return EdgeProgramManager(programs, constant_methods=meta, compile_config=edge.compile_config)
+
+
 def export(ctx: ExportContext, out: Path) -> TargetResult:
     """Export the reference's graphs to ``out/model.pte`` (XNNPACK, 8da4w) with metadata constant methods."""
     import torch
@@ -117,16 +130,14 @@ def export(ctx: ExportContext, out: Path) -> TargetResult:
         for method, graph in graphs.items():
             args = example_inputs(model, method, ctx.chunk_size, ctx.max_context, ctx.image_size)
             programs[method] = torch.export.export(graph.eval(), args, strict=False)
-    for method, alias in RUNNER_ALIASES.items():
-        if method in programs:
-            programs[alias] = programs[method]
     times["torch_export_s"] = round(time.perf_counter() - t, 2)
 
     t = time.perf_counter()
     meta = constant_methods(ctx.manifest)
     edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()], constant_methods=meta)
+    edge = _with_aliases(edge, meta)
     delegation = {}
-    for method in programs:
+    for method in edge.methods:
         delegates, ops = _count_ops(edge.exported_program(method))
         delegation[method] = {"xnnpack_delegates": delegates, "other_ops": dict(sorted(ops.items()))}
     times["lower_s"] = round(time.perf_counter() - t, 2)
@@ -141,11 +152,11 @@ def export(ctx: ExportContext, out: Path) -> TargetResult:
         if not delegation[method]["xnnpack_delegates"]:
             raise RuntimeError(f"executorch: nothing of {method} was delegated to XNNPACK")
     rel = f"{out.name}/{PROGRAM_FILE}"
-    checks = {"methods": sorted(programs), "constant_methods": meta, "quantized_modules": counts,
+    checks = {"methods": sorted(edge.methods), "constant_methods": meta, "quantized_modules": counts,
               "delegation": delegation, "times": times, "pte_bytes": path.stat().st_size}
     note = ("XNNPACK: int4 linears 8da4w (qd8 x qb4w, bf16 group scales), int8 linears 8da8w (qd8 x qc8w), "
             "int8 embedding via quantized_decomposed::embedding_byte")
-    return TargetResult({m: rel for m in programs}, checks=checks, note=note)
+    return TargetResult({m: rel for m in sorted(edge.methods)}, checks=checks, note=note)
 
 
 def _import_kernels() -> None:

@@ -54,9 +54,15 @@ def idefics3_params(proc: SmolVLMProcessor) -> dict:
 
 
 def clip_params(proc: ClipImageProcessor, kind: str) -> dict:
-    return {"kind": kind, "image_size": list(proc.crop_hw), "shortest_edge": proc.shortest_edge,
-            "mean": proc.mean, "std": proc.std, "resample": proc.resample.name.lower(),
-            "pad_to_square": proc.pad_to_square, "do_center_crop": proc.do_crop, "rescale_factor": proc.rescale}
+    """What export/bundle.py image_preprocessing() records for LLaVA / MobileVLM (on a stand-in)."""
+    from edgevlm.export.bundle import image_preprocessing
+
+    family = {"clip": "llava", "pad_square": "mobilevlm"}[kind]
+    loaded = SimpleNamespace(processor=SimpleNamespace(supports_images=True, images=proc), family=family,
+                             model=SimpleNamespace(tokens_per_tile=4))
+    params = image_preprocessing(loaded)
+    assert params["kind"] == kind
+    return params
 
 
 def processors() -> dict[str, tuple[callable, dict, list[float]]]:

@@ -79,7 +79,10 @@ void LlamaDecoder::attention(Compute& c, int layer, const int32_t* positions, in
   const int nh = cfg_.heads, kvh = cfg_.kv_heads, hd = cfg_.head_dim, groups = nh / kvh;
   const int ctx = cache_.max_context();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  const int parts = c.pool ? c.pool->size() : 1;
+  int64_t work = 0;
+  for (int i = 0; i < C; ++i) work += static_cast<int64_t>(positions[i] + 1) * nh * hd * 2;
+  ThreadPool* pool = c.pool_for(work);
+  const int parts = pool ? pool->size() : 1;
   if (static_cast<int>(part_scratch_.size()) < parts) part_scratch_.resize(parts);
   const int tasks = kvh * C;
   auto run = [&](int part) {
@@ -122,8 +125,8 @@ void LlamaDecoder::attention(Compute& c, int layer, const int32_t* positions, in
       }
     }
   };
-  if (c.pool && parts > 1 && tasks > 1) {
-    c.pool->parallel_for(parts, [&](int b, int e) {
+  if (pool && parts > 1 && tasks > 1) {
+    pool->parallel_for(parts, [&](int b, int e) {
       for (int part = b; part < e; ++part) run(part);
     });
   } else {

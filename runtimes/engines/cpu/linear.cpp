@@ -275,27 +275,28 @@ static void quantize_static(const Linear& l, const float* x, int M, QuantizedAct
 void Linear::forward(Compute& c, const float* x, int M, float* y) const {
   const Kernels& k = *c.k;
   const float* b = bias.empty() ? nullptr : bias.data();
+  ThreadPool* pool = c.pool_for(static_cast<int64_t>(M) * in * out);
   switch (kind) {
     case WeightKind::f32:
-      linear_f32(k, c.pool, x, in, M, in, w, in, out, b, y, out);
+      linear_f32(k, pool, x, in, M, in, w, in, out, b, y, out);
       return;
     case WeightKind::q4:
       if (act == ActScheme::none) {
-        linear_q4_f32(k, c.pool, x, in, M, in, q4, b, y, out);
+        linear_q4_f32(k, pool, x, in, M, in, q4, b, y, out);
       } else {
-        quantize_acts(k, c.pool, act == ActScheme::token ? ActQuant::token : ActQuant::block32, x, in, M, in, q4.K, c.acts);
-        linear_q4(k, c.pool, c.acts, q4, b, y, out);
+        quantize_acts(k, pool, act == ActScheme::token ? ActQuant::token : ActQuant::block32, x, in, M, in, q4.K, c.acts);
+        linear_q4(k, pool, c.acts, q4, b, y, out);
       }
       return;
     case WeightKind::q8:
       if (act == ActScheme::none) {
-        linear_q8_f32(k, c.pool, x, in, M, in, q8, b, y, out);
+        linear_q8_f32(k, pool, x, in, M, in, q8, b, y, out);
       } else if (act == ActScheme::token) {
-        quantize_acts(k, c.pool, ActQuant::token, x, in, M, in, q8.K, c.acts);
-        linear_q8(k, c.pool, c.acts, q8, b, y, out);
+        quantize_acts(k, pool, ActQuant::token, x, in, M, in, q8.K, c.acts);
+        linear_q8(k, pool, c.acts, q8, b, y, out);
       } else {  // static: y = s_x s_w (xq Wq^T) + x[:, outliers] W_out^T + b
         quantize_static(*this, x, M, c.acts);
-        linear_q8(k, c.pool, c.acts, q8, nullptr, y, out);
+        linear_q8(k, pool, c.acts, q8, nullptr, y, out);
         const size_t n = outlier_idx.size();
         for (int m = 0; m < M; ++m) {
           const float* xr = x + static_cast<size_t>(m) * in;

@@ -19,10 +19,16 @@ namespace edgevlm::cpu {
 
 class ThreadPool;
 
+/// Below this many multiply-adds a call runs on the calling thread: waking the workers costs more
+/// than the work (and far more on a loaded machine).
+constexpr int64_t kMinParallelWork = int64_t{1} << 17;
+
 /// What a forward pass needs at hand: the kernel set, the pool and reusable scratch.
 struct Compute {
   const Kernels* k = nullptr;
   ThreadPool* pool = nullptr;
+  /// The pool for a step of `work` multiply-adds, or null when it is too small to split.
+  ThreadPool* pool_for(int64_t work) const { return work >= kMinParallelWork ? pool : nullptr; }
   QuantizedActs acts;            // dynamic activation codes, reused by every quantized linear
   std::vector<float> xs;         // [M, K] static path: inputs with outlier channels zeroed
 };

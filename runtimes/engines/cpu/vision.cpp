@@ -66,7 +66,7 @@ void VitEncoder::forward(Compute& c, const float* tile, float* out) {
     }
   }
   const int first = clip_ ? 1 : 0;
-  linear_f32(*c.k, c.pool, patches_.data(), K, P, K, patch_w_.data(), K, D, patch_b_.empty() ? nullptr : patch_b_.data(),
+  linear_f32(*c.k, c.pool_for(static_cast<int64_t>(P) * K * D), patches_.data(), K, P, K, patch_w_.data(), K, D, patch_b_.empty() ? nullptr : patch_b_.data(),
              x_.data() + static_cast<size_t>(first) * D, D);
   if (clip_) std::copy(class_emb_.begin(), class_emb_.end(), x_.begin());
   for (size_t i = 0; i < static_cast<size_t>(T) * D; ++i) x_[i] += pos_emb_[i];
@@ -81,7 +81,7 @@ void VitEncoder::forward(Compute& c, const float* tile, float* out) {
     L.k.forward(c, h_.data(), T, k_.data());
     L.v.forward(c, h_.data(), T, v_.data());
     for (int h = 0; h < heads; ++h) {
-      linear_f32(*c.k, c.pool, q_.data() + h * hd, D, T, hd, k_.data() + h * hd, D, T, nullptr, scores_.data(), T);
+      linear_f32(*c.k, c.pool_for(static_cast<int64_t>(T) * T * hd), q_.data() + h * hd, D, T, hd, k_.data() + h * hd, D, T, nullptr, scores_.data(), T);
       for (int i = 0; i < T; ++i) {
         float* s = &scores_[static_cast<size_t>(i) * T];
         float mx = -INFINITY;
@@ -94,7 +94,7 @@ void VitEncoder::forward(Compute& c, const float* tile, float* out) {
       for (int j = 0; j < T; ++j) {
         for (int d = 0; d < hd; ++d) vt_[static_cast<size_t>(d) * T + j] = v_[static_cast<size_t>(j) * D + h * hd + d];
       }
-      linear_f32(*c.k, c.pool, scores_.data(), T, T, T, vt_.data(), T, hd, nullptr, att_.data() + h * hd, D);
+      linear_f32(*c.k, c.pool_for(static_cast<int64_t>(T) * T * hd), scores_.data(), T, T, T, vt_.data(), T, hd, nullptr, att_.data() + h * hd, D);
     }
     L.out.forward(c, att_.data(), T, h_.data());
     for (size_t i = 0; i < static_cast<size_t>(T) * D; ++i) x_[i] += h_[i];

@@ -92,7 +92,7 @@ def _check_bundle(out: Path, manifest, vision: bool) -> dict:
     ver = checks["torch_graph_verification"]
     assert ver["first16_identical"] and ver["agreement"] >= 0.95, ver
     assert len(ver["prompts"]) == 3 and all(len(p["reference_tokens"]) == N_TOKENS for p in ver["prompts"])
-    assert ver["max_abs_logit_error"] < 1e-2
+    assert ver["max_abs_logit_error"] < 5e-2  # float16 KV cache (shapes-vlm: 9.6e-3; tiny random models ~1e-4)
     # spec, read again from the saved package
     summary, _ = target.inspect_package(out / files["decode"])
     fns = summary["functions"]

@@ -2,6 +2,7 @@
 // weight-only paths (random shapes, ragged M and O, padded K tails); the scalar reference equals a
 // naive computation straight from the stored (unpacked) weights; activation quantization matches
 // hand-computed codes; 1 and 2 threads agree; fp16 conversion is IEEE round-to-nearest-even.
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -326,6 +327,12 @@ void test_threadpool_and_errors() {
       for (int v : hit) once = once && v == 1;
       CHECK(once);
     }
+    std::atomic<long> total{0};  // many short jobs back to back: late workers must not take chunks twice
+    for (int it = 0; it < 20000; ++it)
+      pool.parallel_for(1 + it % 9, [&](int b, int e) { total += e - b; });
+    long want = 0;
+    for (int it = 0; it < 20000; ++it) want += 1 + it % 9;
+    CHECK(total.load() == want);
     bool thrown = false;
     try {
       pool.parallel_for(8, [&](int b, int) {

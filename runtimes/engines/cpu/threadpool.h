@@ -11,10 +11,12 @@
 
 namespace edgevlm::cpu {
 
-/// `threads` workers in total, the calling thread included (threads - 1 are spawned). Work is cut
-/// into one contiguous range per thread, so a given n and thread count always splits the same way.
-/// Workers spin briefly after each job (the next kernel usually follows within microseconds), then
-/// sleep on a condition variable. One parallel_for at a time (calls from several threads serialize).
+/// `threads` workers in total, the calling thread included (threads - 1 are spawned). [0, n) is cut
+/// into up to 4 contiguous chunks per thread, always the same way for a given n and thread count;
+/// every participant takes the next chunk from an atomic counter, so a worker the OS has not
+/// scheduled yet never holds the caller up (its chunks are taken by the others). Workers spin
+/// briefly after each job (the next kernel usually follows within microseconds), then sleep on a
+/// condition variable. One parallel_for at a time (calls from several threads serialize).
 class ThreadPool {
  public:
   explicit ThreadPool(int threads);
@@ -28,8 +30,8 @@ class ThreadPool {
   void parallel_for(int n, const std::function<void(int, int)>& fn);
 
  private:
-  void worker(int index);
-  void run_range(int index);
+  void worker();
+  void run_chunks();
 
   int threads_;
   std::vector<std::thread> workers_;
@@ -38,11 +40,13 @@ class ThreadPool {
   std::condition_variable wake_;
   std::condition_variable done_cv_;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> next_{0};  // job id (bits 40..63), chunk count (20..39), next chunk (0..19)
+  std::atomic<int> done_{0};  // chunks finished
   std::atomic<bool> stop_{false};
   const std::function<void(int, int)>* fn_ = nullptr;
   int n_ = 0;
   int parts_ = 0;
+  uint64_t job_ = 0;
   std::exception_ptr error_;
   std::mutex error_mu_;
 };

@@ -1,10 +1,10 @@
 """The TVM target: graphs adapted for TVM's importer compute what the reference computes, and
 bundles built with TVM reproduce the reference in the Relax VM.
 
-Compiling a whole model with TVM (host and aarch64) takes minutes on a busy 2-core machine, so the
-default run covers the graph adaptations (pure PyTorch), one quantized linear and the importer
-fixes through TVM, and the tiny Llama bundle; LLaVA, SmolVLM, the shapes VLM and other recipes run
-with ``-m slow``.
+Compiling a whole model with TVM (host and aarch64) takes minutes on a busy 2-core machine (the
+tiny Llama bundle: 511 s at a load of ~17), so the default run covers the graph adaptations (pure
+PyTorch) and one quantized linear with the importer fixes through TVM; every bundle (tiny Llama,
+LLaVA, SmolVLM, the shapes VLM, other recipes, the SmolLM2-135M-sized decoder) runs with ``-m slow``.
 """
 
 from __future__ import annotations
@@ -138,6 +138,7 @@ def _export(model, out: Path, recipe: str = "w4g32", chunk: int = CHUNK, context
                          max_context=context, log=lambda s: None)
 
 
+@pytest.mark.slow
 def test_tiny_llama_bundle_reproduces_the_reference(llama_dir, tmp_path):
     out = tmp_path / "llama.evlm"
     manifest = _export(llama_dir, out)

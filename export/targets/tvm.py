@@ -84,8 +84,8 @@ def _canonical_names(model: torch.nn.Module) -> dict[int, str]:
 def trace_method(model, method: str, ctx: ExportContext):
     """``torch.export`` one method of the packed model, then import it into Relax.
 
-    Returns the Relax function (user inputs first, then parameters) and, for each parameter, its
-    canonical name and its tensor.
+    Returns the Relax function (user inputs first, then parameters), ``(canonical name, tensor)``
+    of each parameter in call order, and the user inputs' names, shapes and dtypes.
     """
     from tvm.relax.frontend.torch import from_exported_program
 

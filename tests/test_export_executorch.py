@@ -97,7 +97,7 @@ def test_llama_w4g32_weight_only_within_tolerance(llama_dir, tmp_path):
 @pytest.mark.parametrize("fixture", ["smolvlm_dir", "llava_dir"])
 def test_tiny_vlms(fixture, request, tmp_path):
     out = tmp_path / "vlm.evlm"
-    manifest = _export(request.getfixturevalue(fixture), out, "w4g32")
+    manifest = _export(request.getfixturevalue(fixture), out, "w4g32", max_context=256, chunk_size=32)
     _check_verification(manifest)
     _check_program(out, manifest, vision=True)
 

@@ -13,6 +13,7 @@ tokens and logits within 1e-3 of a single-shot prefill, image tokens straddling 
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -73,8 +74,13 @@ class Driver:
         self.proc.wait(timeout=30)
 
 
+@functools.lru_cache(maxsize=None)
+def loaded_weights(bundle: Path):
+    return load(bundle / "weights")
+
+
 def reference(bundle: Path, inputs: ModelInputs, chunk: int, n: int = N_TOKENS, kv: str | None = None):
-    loaded = load(bundle / "weights")
+    loaded = load(bundle / "weights") if kv is not None else loaded_weights(bundle)
     if kv is not None:
         loaded.model.kv_cache_quant = kv
     max_context = json.loads((bundle / "manifest.json").read_text())["max_context"]
@@ -93,7 +99,7 @@ def native(driver: Driver, tmp: Path, inputs: ModelInputs, chunk: int, n: int = 
 
 
 def prompt(bundle: Path, text: str, image: Path | None = None, tokens: int | None = None) -> ModelInputs:
-    proc = load(bundle / "weights").processor
+    proc = loaded_weights(bundle).processor
     if image is None:
         inputs = proc(text)
     else:
@@ -104,7 +110,7 @@ def prompt(bundle: Path, text: str, image: Path | None = None, tokens: int | Non
 
 
 def calib_text(processor):
-    return text_samples(processor, TEXT, 64, 4)
+    return text_samples(processor, TEXT, 32, 2)
 
 
 # (fixture or zoo name, recipe, image?)

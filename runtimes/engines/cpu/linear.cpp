@@ -113,7 +113,6 @@ Linear WeightSource::linear(const std::string& path, int out, int in, bool bias)
   if (q == nullptr) {
     l.kind = WeightKind::f32;
     l.w_owned = floats(path + ".weight", {out, in});
-    l.w = l.w_owned.data();
     return l;
   }
   if (q->kind != "linear") fail(ErrorCode::kCorruptFile, path + ": quantized layer of kind '" + q->kind + "', expected linear");
@@ -152,6 +151,8 @@ Linear WeightSource::linear(const std::string& path, int out, int in, bool bias)
         if (i < 0 || i >= in) fail(ErrorCode::kCorruptFile, path + ".outlier_idx: channel out of range");
       }
       l.outlier_w = floats(path + ".outlier_weight", {out, n});
+      l.is_outlier.assign(in, 0);
+      for (int64_t i : l.outlier_idx) l.is_outlier[i] = 1;
     }
   } else {
     fail(ErrorCode::kUnsupported, path + ": " + std::to_string(q->bits) + "-bit weights");
@@ -167,7 +168,6 @@ Linear WeightSource::tied_head(const std::string& embed_path, const std::string&
     Linear l;
     l.path = head_path, l.in = hidden, l.out = vocab;
     l.w_owned = floats(embed_path + ".weight", {vocab, hidden});
-    l.w = l.w_owned.data();
     return l;
   }
   // the head runs weight-only or with per-token activations (quant/modules.py TiedQuantLinear)
@@ -203,7 +203,6 @@ WeightSource::Embedding WeightSource::embedding(const std::string& path, int voc
   const QuantLayer* q = bundle_.quant_layer(path);
   if (q == nullptr) {
     e.w_owned = floats(path + ".weight", {vocab, dim});
-    e.w = e.w_owned.data();
     return e;
   }
   e.group = q->group_size > 0 ? q->group_size : dim;
@@ -229,7 +228,7 @@ WeightSource::Embedding WeightSource::embedding(const std::string& path, int voc
 void WeightSource::Embedding::row(int64_t id, float* out) const {
   if (id < 0 || id >= vocab) id = 0;  // image slots hold ids outside the vocabulary: features come later
   if (kind == WeightKind::f32) {
-    std::memcpy(out, w + id * dim, sizeof(float) * dim);
+    std::memcpy(out, w_owned.data() + id * dim, sizeof(float) * dim);
     return;
   }
   const int G = k_pad / group;
@@ -253,8 +252,7 @@ void WeightSource::Embedding::row(int64_t id, float* out) const {
 static void quantize_static(const Linear& l, const float* x, int M, QuantizedActs& a) {
   const int K = l.q8.K;
   a.resize(ActQuant::token, M, K);
-  std::vector<char> is_out(l.in, 0);
-  for (int64_t i : l.outlier_idx) is_out[i] = 1;
+  const uint8_t* is_out = l.is_outlier.data();
   for (int m = 0; m < M; ++m) {
     uint8_t* codes = a.codes.data() + static_cast<size_t>(m) * K;
     for (int k = 0; k < K; ++k) {
@@ -278,7 +276,7 @@ void Linear::forward(Compute& c, const float* x, int M, float* y) const {
   ThreadPool* pool = c.pool_for(static_cast<int64_t>(M) * in * out);
   switch (kind) {
     case WeightKind::f32:
-      linear_f32(k, pool, x, in, M, in, w, in, out, b, y, out);
+      linear_f32(k, pool, x, in, M, in, w_owned.data(), in, out, b, y, out);
       return;
     case WeightKind::q4:
       if (act == ActScheme::none) {

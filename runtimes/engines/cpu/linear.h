@@ -42,14 +42,14 @@ struct Linear {
   int in = 0, out = 0;
   WeightKind kind = WeightKind::f32;
   ActScheme act = ActScheme::none;
-  const float* w = nullptr;          // f32: [out, in] (mmapped or w_owned)
-  std::vector<float> w_owned;        // f32 converted from f16/bf16
+  std::vector<float> w_owned;        // f32: [out, in] (converted to float32 from any float dtype)
   PackedQ4 q4;                       // q4: packed codes, scales, zeros
   PackedQ8 q8;                       // q8
   std::vector<float> bias;           // [out] or empty
   float act_scale = 0.f;             // static: per-tensor activation scale
   std::vector<int64_t> outlier_idx;  // static: [n] input channels computed in float
   std::vector<float> outlier_w;      // static: [out, n]
+  std::vector<uint8_t> is_outlier;   // static: [in] 1 for the outlier channels
 
   void forward(Compute& c, const float* x, int M, float* y) const;
 };
@@ -75,8 +75,7 @@ class WeightSource {
   struct Embedding {
     int vocab = 0, dim = 0;
     WeightKind kind = WeightKind::f32;
-    const float* w = nullptr;  // f32 [vocab, dim]
-    Floats w_owned;
+    Floats w_owned;                  // f32 [vocab, dim]
     const uint8_t* qdata = nullptr;  // q4: [vocab, K_pad/2]; q8: int8 [vocab, K_pad]
     int k_pad = 0, group = 0;
     Floats scales;                   // [vocab, G]

@@ -81,6 +81,20 @@ def _canonical_names(model: torch.nn.Module) -> dict[int, str]:
     return names
 
 
+def image_size(ctx: ExportContext) -> int | None:
+    """The encoder's square tile side S: the manifest's (an int, or ``[S, S]`` for CLIP crops), else
+    the vision config's."""
+    size = ctx.image_size
+    if isinstance(size, (list, tuple)):
+        if len(set(size)) != 1:
+            raise ValueError(f"the vision encoder needs a square input, the manifest gives {size}")
+        size = size[0]
+    if not size:
+        vision = getattr(getattr(ctx.reference.model, "config", None), "vision", None)
+        size = getattr(vision, "image_size", None)
+    return int(size) if size else None
+
+
 def trace_method(model, method: str, ctx: ExportContext):
     """``torch.export`` one method of the packed model, then import it into Relax.
 
@@ -92,7 +106,7 @@ def trace_method(model, method: str, ctx: ExportContext):
     from ..tvm_graphs import graph_for
 
     graph = graph_for(model, method)
-    args = example_inputs(model, method, ctx.chunk_size, ctx.max_context, ctx.image_size)
+    args = example_inputs(model, method, ctx.chunk_size, ctx.max_context, image_size(ctx))
     with torch.no_grad():
         ep = torch.export.export(graph, args, strict=False)
     mod = from_exported_program(ep, keep_params_as_input=True, custom_convert_map=_converters())

@@ -87,6 +87,15 @@ def _graphs(model, ctx: ExportContext) -> dict:
     return graphs
 
 
+def _square(size):
+    """The encoder's input side: the manifest may hold it as ``[h, w]`` (CLIP crop size)."""
+    if isinstance(size, (list, tuple)):
+        if len(set(size)) != 1:
+            raise ValueError(f"executorch: the vision encoder is exported for square tiles, got {size}")
+        return int(size[0])
+    return size
+
+
 def _count_ops(ep) -> tuple[int, Counter]:
     """Delegate calls and the remaining (non-delegated) operators of one lowered method."""
     delegates, ops = 0, Counter()
@@ -128,7 +137,7 @@ def export(ctx: ExportContext, out: Path) -> TargetResult:
     programs = {}
     with torch.no_grad():
         for method, graph in graphs.items():
-            args = example_inputs(model, method, ctx.chunk_size, ctx.max_context, ctx.image_size)
+            args = example_inputs(model, method, ctx.chunk_size, ctx.max_context, _square(ctx.image_size))
             programs[method] = torch.export.export(graph.eval(), args, strict=False)
     times["torch_export_s"] = round(time.perf_counter() - t, 2)
 

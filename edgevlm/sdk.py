@@ -204,6 +204,20 @@ class NativeSession(Session):
         return stats
 
 
+def native_tool(name: str) -> Path | None:
+    """Where a program of the C++ runtime (``edgevlm-run``, ``edgevlm-bench``) was installed, or None."""
+    import shutil
+
+    import edgevlm
+
+    for folder in edgevlm.__path__:
+        exe = Path(folder) / "bin" / name
+        if exe.is_file():
+            return exe
+    found = shutil.which(name)
+    return Path(found) if found else None
+
+
 def _bundle_manifest(path: Path) -> dict:
     from .export.bundle import open_bundle
 
@@ -263,4 +277,4 @@ def _torch_session(path, threads, chat, chunk_size, max_context, manifest) -> Se
     return PythonSession("torch", engine, loaded.processor, chat)
 
 
-__all__ = ["BACKENDS", "NativeSession", "PythonSession", "Session", "load"]
+__all__ = ["BACKENDS", "NativeSession", "PythonSession", "Session", "load", "native_tool"]

@@ -290,17 +290,17 @@ std::vector<int32_t> Session::generate(const SamplingParams& params, const Token
       stats_.finish_reason = "context";
       stop = true;
     }
+    const bool last = stop || i + 1 == params.max_new_tokens;
     if (on_token) {
       std::string piece;
-      if (!is_stop) {
-        std::vector<int32_t> text_ids(out.begin(), out.end());
-        const std::string full = model_->tokenizer().decode(text_ids, true);
-        // hold back a trailing incomplete UTF-8 sequence (decoded as U+FFFD)
-        const bool partial = full.size() >= 3 && full.compare(full.size() - 3, 3, "\xEF\xBF\xBD") == 0;
-        if (!partial && full.size() >= shown.size() && full.compare(0, shown.size(), shown) == 0) {
-          piece = full.substr(shown.size());
-          shown = full;
-        }
+      const std::vector<int32_t> text_ids(out.begin(), out.end() - (is_stop ? 1 : 0));
+      const std::string full = model_->tokenizer().decode(text_ids, true);
+      // hold back a trailing incomplete UTF-8 sequence (decoded as U+FFFD) until it completes or
+      // generation ends, as the Python StreamDecoder does
+      const bool partial = full.size() >= 3 && full.compare(full.size() - 3, 3, "\xEF\xBF\xBD") == 0;
+      if ((last || !partial) && full.size() >= shown.size() && full.compare(0, shown.size(), shown) == 0) {
+        piece = full.substr(shown.size());
+        shown = full;
       }
       if (!on_token(token, piece) || cancel_.load()) {
         stats_.finish_reason = "cancelled";

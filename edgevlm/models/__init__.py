@@ -64,24 +64,8 @@ def _is_quantized(hf_config: dict) -> bool:
     return True
 
 
-def load_processor(path: str | Path) -> tuple[str, Processor]:
-    """The family and processor (tokenizer, chat template, image preprocessing) of a checkpoint,
-    without building the model or reading its weights."""
-    from ..zoo import resolve
-
-    path = resolve(path)
-    hf_config = read_config(path)
-    family = family_of(hf_config, path / "config.json")
-    module = family_module(family)
-    try:
-        config = module.MODEL.config_from_hf(hf_config)
-    except (TypeError, ValueError) as e:
-        raise UnsupportedModelError(f"{path / 'config.json'}: invalid {family} config ({e})") from e
-    return family, module.PROCESSOR.from_dir(path, config)
-
-
-def load(path: str | Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load a local Hugging Face checkpoint directory (or an embedded zoo model by name)."""
+def _read(path: str | Path):
+    """A checkpoint's resolved path, config.json, family, family module and parsed model config."""
     from ..zoo import resolve
 
     path = resolve(path)
@@ -94,6 +78,19 @@ def load(path: str | Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
         if isinstance(e, UnsupportedModelError):
             raise UnsupportedModelError(f"{path / 'config.json'}: {e}") from e
         raise UnsupportedModelError(f"{path / 'config.json'}: invalid {family} config ({e})") from e
+    return path, hf_config, family, module, config
+
+
+def load_processor(path: str | Path) -> tuple[str, Processor]:
+    """The family and processor (tokenizer, chat template, image preprocessing) of a checkpoint,
+    without building the model or reading its weights."""
+    path, _, family, module, config = _read(path)
+    return family, module.PROCESSOR.from_dir(path, config)
+
+
+def load(path: str | Path, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load a local Hugging Face checkpoint directory (or an embedded zoo model by name)."""
+    path, hf_config, family, module, config = _read(path)
     with skip_weight_init():
         model = module.MODEL(config)
     weights, origin = load_weights(path)

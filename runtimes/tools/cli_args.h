@@ -2,11 +2,14 @@
 // flags, with errors that name the option. Not a general library.
 #pragma once
 
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
+
+#include "core/error.h"
 
 namespace edgevlm::cli {
 
@@ -85,6 +88,22 @@ inline std::vector<long> int_list(const std::string& text, const std::string& na
     start = comma + 1;
   }
   return out;
+}
+
+/// Runs a tool's body: bad input prints one line "NAME: error: ..." (plus the usage for bad
+/// arguments) on stderr and exits with 2; nothing input-driven escapes as a crash.
+template <class F>
+int guarded_main(const char* name, const char* usage, F&& body) {
+  try {
+    return body();
+  } catch (const edgevlm::Error& e) {
+    std::fprintf(stderr, "%s: error: %s\n", name, e.what());
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "%s: error: %s\n%s", name, e.what(), usage);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: internal error: %s\n", name, e.what());
+  }
+  return 2;
 }
 
 }  // namespace edgevlm::cli

@@ -87,14 +87,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const edgevlm::Error& e) {
-    std::fprintf(stderr, "edgevlm-run: error: %s\n", e.what());
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "edgevlm-run: error: %s\n%s", e.what(), kUsage);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "edgevlm-run: internal error: %s\n", e.what());
-  }
-  return 2;
+  return edgevlm::cli::guarded_main("edgevlm-run", kUsage, [&] { return run(argc, argv); });
 }

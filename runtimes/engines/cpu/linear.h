@@ -29,8 +29,7 @@ struct Compute {
   ThreadPool* pool = nullptr;
   /// The pool for a step of `work` multiply-adds, or null when it is too small to split.
   ThreadPool* pool_for(int64_t work) const { return work >= kMinParallelWork ? pool : nullptr; }
-  QuantizedActs acts;            // dynamic activation codes, reused by every quantized linear
-  std::vector<float> xs;         // [M, K] static path: inputs with outlier channels zeroed
+  QuantizedActs acts;            // activation codes [M, K_pad], reused by every quantized linear
 };
 
 enum class WeightKind { f32, q4, q8 };

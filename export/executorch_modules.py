@@ -36,8 +36,9 @@ from edgevlm.quant.modules import QuantEmbedding, QuantLinear, TiedQuantLinear
 from edgevlm.quant.qtensor import QWeight, unpack_int4
 
 
-class UnsupportedForExecuTorch(InputError):
-    """A layer whose quantization scheme has no ExecuTorch/XNNPACK form here."""
+class UnsupportedForExecuTorch(ValueError):
+    """A layer whose quantization scheme has no ExecuTorch/XNNPACK form here: the executorch target
+    fails with this message (naming the layer) while the other targets go on."""
 
 
 def _ensure_quant_ops() -> None:

@@ -113,9 +113,13 @@ def test_shapes_vlm(tmp_path):
     _check_program(out, manifest, vision=True)
 
 
-def test_unsupported_scheme_names_the_module(llama_dir, tmp_path):
+def test_unsupported_scheme_names_the_module(llama_dir, tmp_path, data_dir):
+    from edgevlm.models import load
+    from edgevlm.quant.calib import load_calibration
+
+    calib = load_calibration(load(llama_dir).processor, [str(data_dir / "text/tinystories_sample.txt")], 4)
     manifest = export_bundle(llama_dir, tmp_path / "npu.evlm", ["executorch"], recipe=preset("w8a8-static"),
-                             chunk_size=CHUNK, max_context=CONTEXT, log=lambda s: None)
+                             calib=calib, chunk_size=CHUNK, max_context=CONTEXT, log=lambda s: None)
     report = manifest["export_report"][0]
     assert report["status"] == "failed"
     assert "static activation" in report["message"] and "layers.0" in report["message"]

@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgevlm.errors import InputError
 from edgevlm.models.llama.rope import apply_rotary
 from edgevlm.quant.modules import QuantEmbedding, QuantLinear, TiedQuantLinear
 from edgevlm.quant.qtensor import QWeight, unpack_int4

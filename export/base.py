@@ -32,8 +32,14 @@ class ExportContext:
 
     @property
     def image_size(self) -> int | None:
+        """The side S of the encoder's square tiles (the manifest may record CLIP's crop as [h, w])."""
         pre = self.manifest.get(C.KEY_IMAGE_PREPROCESSING) or {}
-        return pre.get(C.IMAGE_SIZE)
+        size = pre.get(C.IMAGE_SIZE)
+        if isinstance(size, (list, tuple)):
+            if len(size) != 2 or size[0] != size[1]:
+                raise ValueError(f"the vision encoder takes square tiles; the processor crops to {size}")
+            size = size[0]
+        return None if size is None else int(size)
 
     @property
     def cache_shape(self) -> tuple[int, int, int, int]:

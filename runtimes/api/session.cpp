@@ -165,11 +165,9 @@ void Session::add_turn(const std::vector<InputChunk>& chunks, bool use_template)
     n_tiles += tiles.back().num_tiles;
   }
   std::vector<int32_t> ids = model_->prompts().tokenize(rendered, grids, first);
-  take_pending(ids);
   if (ids.empty()) fail(ErrorCode::kInvalidArgument, "the prompt is empty");
-  if (pos_ + int64_t(ids.size()) > model_->max_context())
-    fail(ErrorCode::kContextOverflow, "prompt of " + std::to_string(ids.size()) + " tokens at position " + std::to_string(pos_) +
-                                          " does not fit the context of " + std::to_string(model_->max_context()) + " tokens");
+  check_fits(ids.size());
+  take_pending(ids);
   new_stats();
   stats_.preprocess_ms = ms_since(t0);
   stats_.image_tiles = n_tiles;
@@ -196,6 +194,13 @@ void Session::add_turn(const std::vector<InputChunk>& chunks, bool use_template)
   ++turns_;
 }
 
+void Session::check_fits(size_t n) const {
+  const int64_t rows = int64_t(n) + (pending_ >= 0 ? 1 : 0);  // the previous reply's unfed token goes first
+  if (pos_ + rows > model_->max_context())
+    fail(ErrorCode::kContextOverflow, "prompt of " + std::to_string(rows) + " tokens at position " + std::to_string(pos_) +
+                                          " does not fit the context of " + std::to_string(model_->max_context()) + " tokens");
+}
+
 void Session::take_pending(std::vector<int32_t>& ids) {
   if (pending_ < 0) return;
   ids.insert(ids.begin(), pending_);
@@ -206,14 +211,12 @@ void Session::take_pending(std::vector<int32_t>& ids) {
 void Session::add_tokens(const std::vector<int32_t>& given) {
   if (given.empty()) fail(ErrorCode::kInvalidArgument, "no prompt tokens");
   std::vector<int32_t> ids(given);
-  take_pending(ids);
   for (int32_t id : ids)
     if (id < 0 || id >= engine_->vocab_size())
       fail(ErrorCode::kInvalidArgument, "token id " + std::to_string(id) + " outside the vocabulary (" +
                                             std::to_string(engine_->vocab_size()) + ")");
-  if (pos_ + int64_t(ids.size()) > model_->max_context())
-    fail(ErrorCode::kContextOverflow, "prompt of " + std::to_string(ids.size()) + " tokens at position " + std::to_string(pos_) +
-                                          " does not fit the context of " + std::to_string(model_->max_context()) + " tokens");
+  check_fits(ids.size());
+  take_pending(ids);
   new_stats();
   prefill_ids(ids, {}, 0);
   stats_.ttft_ms = stats_.prefill_ms;

@@ -115,6 +115,7 @@ class Session {
   std::string decode(const std::vector<int32_t>& ids) const { return model_->tokenizer().decode(ids); }
 
  private:
+  void check_fits(size_t n) const;  // throws kContextOverflow; call before take_pending
   void take_pending(std::vector<int32_t>& ids);
   void new_stats();
   void prefill_ids(const std::vector<int32_t>& ids, const std::vector<float>& image_rows, int image_token_rows);

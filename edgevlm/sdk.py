@@ -16,10 +16,12 @@ Greedy decoding gives the same tokens on every backend (the export verification 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Queue
 
 import numpy as np
 
@@ -185,23 +187,50 @@ class NativeSession(Session):
             self.session.add_turn(prompt, pictures, self.use_template)
         except self._native.NativeError as e:
             raise InputError(str(e)) from None
-        records: list[tuple[int, str]] = []
+        # generate runs in a thread (the binding releases the GIL), so records stream as they come;
+        # closing the iterator early cancels the generation
+        queue: Queue = Queue()
         seed = params.seed if params.seed is not None else int(time.time_ns() & 0xFFFFFFFF)
-        tokens = self.session.generate(params.max_new_tokens, params.temperature, params.top_k, params.top_p,
-                                       params.repetition_penalty, seed, params.ignore_eos,
-                                       lambda t, piece: records.append((t, piece)) or True)
-        stats = self._stats(decode_ms)
-        for i, (token, piece) in enumerate(records):
-            last = i + 1 == len(tokens)
-            yield Response(piece, token, stats, stats.finish_reason if last else None)
+        stats = GenerationStats(backend="native")
+        failure: list[BaseException] = []
 
-    def _stats(self, image_decode_ms: float) -> GenerationStats:
+        def work() -> None:
+            try:
+                self.session.generate(params.max_new_tokens, params.temperature, params.top_k, params.top_p,
+                                      params.repetition_penalty, seed, params.ignore_eos,
+                                      lambda t, piece: queue.put((t, piece)) or True)
+            except BaseException as e:  # handed to the consumer below
+                failure.append(e)
+            finally:
+                queue.put(None)
+
+        thread = threading.Thread(target=work, name="edgevlm-native-generate", daemon=True)
+        thread.start()
+        pending = None
+        try:
+            while (item := queue.get()) is not None:
+                if pending is not None:
+                    yield Response(pending[1], pending[0], stats)
+                pending = item
+            thread.join()
+            if failure:
+                raise InputError(str(failure[0])) if isinstance(failure[0], self._native.NativeError) else failure[0]
+            self._fill_stats(stats, decode_ms)
+            if pending is not None:
+                yield Response(pending[1], pending[0], stats, stats.finish_reason)
+        finally:
+            if thread.is_alive():
+                self.session.cancel()
+                thread.join()
+
+    def _fill_stats(self, stats: GenerationStats, image_decode_ms: float) -> None:
+        """The runtime's stats JSON (the same schema) into ``stats``, plus the image file decoding."""
         d = dict(self.session.stats)
-        fields = GenerationStats.__dataclass_fields__
-        stats = GenerationStats(**{k: v for k, v in d.items() if k in fields})
+        for k in GenerationStats.__dataclass_fields__:
+            if k in d:
+                setattr(stats, k, d[k])
         stats.preprocess_ms += image_decode_ms
         stats.ttft_ms += image_decode_ms
-        return stats
 
 
 def native_tool(name: str) -> Path | None:

@@ -257,3 +257,14 @@ def test_edgevlm_run_and_bench_binaries(shapes_bundle, tmp_path):
         assert x["prefill_tps"]["median"] > 0 and x["decode_tps"]["median"] > 0
         assert x["prefill_tps"]["min"] <= x["prefill_tps"]["median"] <= x["prefill_tps"]["max"]
     assert report["image"]["vision_encode_ms"]["median"] > 0 and report["model_bytes"] > 0
+
+
+def test_sdk_stream_is_incremental_and_closing_it_cancels(stories_bundle):
+    s = edgevlm.load(stories_bundle, chat=False)
+    records = s.stream("Once upon a time", max_new_tokens=40, ignore_eos=True)
+    first = [next(records) for _ in range(3)]
+    records.close()
+    assert "".join(r.text for r in first).startswith(", there")
+    assert s.session.stats["finish_reason"] == "cancelled"
+    again = s.generate("Once upon a time", max_new_tokens=6)  # a fresh turn works after the cancel
+    assert again.stats.generated_tokens == 6 and again.stats.finish_reason == "length"

@@ -126,10 +126,6 @@ def coreml_model(model: Model) -> Model:
             else:
                 continue
             setattr(parent, child_name, new)
-    for m in model.modules():  # a removed static cache leaves a None child slot; make it a plain attribute
-        if "kv_cache" in m._modules and m._modules["kv_cache"] is None:
-            del m._modules["kv_cache"]
-            m.kv_cache = None
     return model.eval()
 
 

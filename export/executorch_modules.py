@@ -227,12 +227,6 @@ def executorch_model(model: nn.Module) -> tuple[nn.Module, dict[str, int]]:
         if isinstance(new, ETLinear):
             counts[f"linear_{new.scheme.weight}"] += 1
         _set_module(model, path, new)
-    for module in model.modules():
-        # a static cache once installed leaves ``kv_cache`` registered as a (None) child module, and
-        # nn.Module then refuses the plain per-call cache object StepGraph assigns; make it a plain slot
-        if module._modules.get("kv_cache", 0) is None:
-            del module._modules["kv_cache"]
-            module.kv_cache = None
     counts["attention_rewritten"] = _rewrite_decoder_ops(model)
     from torchao.utils import unwrap_tensor_subclass
 

@@ -23,7 +23,7 @@ from edgevlm.models.base import Model
 from edgevlm.quant.modules import QuantLinear, TiedQuantLinear, _exact_dtype
 from edgevlm.quant.qtensor import QWeight
 
-from .graphs import StepGraph
+from .graphs import StepGraph, _SlotCache
 
 
 class PackedLinear(QuantLinear):
@@ -76,9 +76,6 @@ def packed_copy(model: Model) -> Model:
     """
     model = copy.deepcopy(model)
     for module in list(model.modules()):
-        if module._modules.get("kv_cache", 0) is None:  # left registered by a removed static cache:
-            del module._modules["kv_cache"]  # the graphs put a plain slot object there
-            module.kv_cache = None
         for child_name, child in list(module.named_children()):
             if isinstance(child, (QuantLinear, TiedQuantLinear)) and not isinstance(child, PackedLinear):
                 setattr(module, child_name, _packed(child))
@@ -86,15 +83,9 @@ def packed_copy(model: Model) -> Model:
     return model.eval()
 
 
-class _GatherSlotCache:
-    """One layer's cache for one graph call; writes by gather + select instead of ``index_copy``."""
-
-    def __init__(self, k: torch.Tensor, v: torch.Tensor):
-        self.k, self.v = k, v  # [1, Hkv, S, D]
-
-    @property
-    def max_context(self) -> int:
-        return self.k.shape[2]
+class _GatherSlotCache(_SlotCache):
+    """The graphs' slot cache writing by gather + select instead of ``index_copy`` (which TVM's
+    importer breaks on)."""
 
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         slots = torch.arange(self.k.shape[2], dtype=input_pos.dtype)

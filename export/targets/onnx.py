@@ -71,14 +71,7 @@ def _graph(model, method: str) -> torch.nn.Module:
         return VisionEncoderGraph(model)
     if method == C.METHOD_TOKEN_EMBEDDING:
         return TokenEmbeddingGraph(model)
-    step = StepGraph(model)
-    for attn in step.attn:
-        # after a reference run, remove_kv_cache leaves ``kv_cache`` registered as a (None) child module,
-        # and nn.Module refuses to assign the graph's plain-object slot cache to it
-        if "kv_cache" in attn._modules and attn._modules["kv_cache"] is None:
-            del attn._modules["kv_cache"]
-            attn.kv_cache = None
-    return step
+    return StepGraph(model)
 
 
 def image_size(ctx: ExportContext) -> int | None:

@@ -9,7 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "core/chunk_plan.h"
+#include "core/prefill.h"
 #include "core/error.h"
 #include "core/version.h"
 #include "engines/cpu/cpu_engine.h"
@@ -228,36 +228,13 @@ void Session::prefill_ids(const std::vector<int32_t>& ids, const std::vector<flo
   const int n = int(ids.size());
   const auto t0 = Clock::now();
   // embeddings of every prompt row; image placeholder rows take the image features in order
+  const std::vector<int64_t> wide(ids.begin(), ids.end());
   std::vector<float> rows(size_t(n) * H);
+  engine_->embed(wide.data(), n, rows.data());
   const int32_t image_id = model_->prompts().config().image_token_id;
-  std::vector<int64_t> safe(ids.begin(), ids.end());
-  int image_rows = 0;
-  for (int64_t& id : safe) {
-    if (image_id >= 0 && id == image_id) ++image_rows;
-    if (id < 0 || id >= engine_->vocab_size()) id = 0;
-  }
-  if (feature_rows > 0 && image_rows != feature_rows)
-    fail(ErrorCode::kInternal, "prompt has " + std::to_string(image_rows) + " image token rows but the images give " +
-                                   std::to_string(feature_rows));
-  if (feature_rows == 0 && image_rows > 0 && model_->has_vision())
-    fail(ErrorCode::kInvalidArgument, "the prompt holds image tokens but no image was given");
-  engine_->embed(safe.data(), n, rows.data());
-  if (feature_rows > 0) {
-    int f = 0;
-    for (int r = 0; r < n; ++r)
-      if (ids[r] == image_id) std::memcpy(&rows[size_t(r) * H], &features[size_t(f++) * H], sizeof(float) * H);
-  }
+  if (image_id >= 0) merge_image_features(wide.data(), n, image_id, features.data(), feature_rows, H, rows.data());
   logits_.assign(engine_->vocab_size(), 0.0f);
-  const std::vector<Chunk> plan = plan_chunks(n, pos_, model_->chunk_size(), model_->max_context());
-  std::vector<float> step_rows;
-  for (const Chunk& c : plan) {
-    const auto tc = Clock::now();
-    step_rows.assign(size_t(c.size) * H, 0.0f);
-    const int pad = c.size - (c.end - c.begin);
-    std::memcpy(&step_rows[size_t(pad) * H], &rows[size_t(c.begin) * H], sizeof(float) * H * (c.end - c.begin));
-    engine_->prefill(step_rows.data(), c.positions.data(), c.size, logits_.data());
-    stats_.prefill_chunks_ms.push_back(ms_since(tc));
-  }
+  run_prefill(*engine_, rows.data(), n, pos_, model_->chunk_size(), logits_.data(), &stats_.prefill_chunks_ms);
   stats_.prefill_ms = ms_since(t0);
   stats_.prompt_tokens = n;
   history_.insert(history_.end(), ids.begin(), ids.end());

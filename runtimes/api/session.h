@@ -70,6 +70,22 @@ struct InputChunk {
   const uint8_t* rgb = nullptr;
   size_t rgb_size = 0;
   int width = 0, height = 0;
+
+  static InputChunk of_text(std::string t) {
+    InputChunk c;
+    c.text = std::move(t);
+    return c;
+  }
+  /// A view of a decoded image (which must outlive the turn).
+  static InputChunk of_image(const Rgb8Image& im) {
+    InputChunk c;
+    c.is_image = true;
+    c.rgb = im.pixels.data();
+    c.rgb_size = im.pixels.size();
+    c.width = im.width;
+    c.height = im.height;
+    return c;
+  }
 };
 
 /// Timings of one turn and its generation; the JSON has the schema of edgevlm.generate.GenerationStats.

@@ -123,9 +123,7 @@ PYBIND11_MODULE(_native, m) {
                c.width = int(im.array.shape(1));
                chunks.push_back(c);
              }
-             InputChunk t;
-             t.text = text;
-             chunks.push_back(t);
+             chunks.push_back(InputChunk::of_text(text));
              py::gil_scoped_release release;
              s.add_turn(chunks, use_template);
            },

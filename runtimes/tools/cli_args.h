@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "api/session.h"
 #include "core/error.h"
 
 namespace edgevlm::cli {
@@ -88,6 +89,16 @@ inline std::vector<long> int_list(const std::string& text, const std::string& na
     start = comma + 1;
   }
   return out;
+}
+
+/// The model options every tool takes: --threads, --chunk, --kernels, --no-verify.
+inline ModelOptions model_options(const Args& args) {
+  ModelOptions mo;
+  mo.threads = int(args.integer("--threads", 0));
+  mo.chunk_size = int(args.integer("--chunk", 0));
+  mo.kernels = args.get("--kernels");
+  mo.verify_files = !args.flag("--no-verify");
+  return mo;
 }
 
 /// Runs a tool's body: bad input prints one line "NAME: error: ..." (plus the usage for bad

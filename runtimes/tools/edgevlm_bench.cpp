@@ -67,11 +67,7 @@ int run(int argc, char** argv) {
   const int repeat = int(args.integer("--repeat", 5));
   const int warmup = int(args.integer("--warmup", 1));
   if (gen < 1 || repeat < 1 || warmup < 0) throw std::invalid_argument("--gen and --repeat must be >= 1, --warmup >= 0");
-  ModelOptions mo;
-  mo.threads = int(args.integer("--threads", 0));
-  mo.chunk_size = int(args.integer("--chunk", 0));
-  mo.kernels = args.get("--kernels");
-  mo.verify_files = !args.flag("--no-verify");
+  const ModelOptions mo = cli::model_options(args);
   auto model = Model::load(args.positional[0], mo);
   Session session(model);
 
@@ -125,15 +121,7 @@ int run(int argc, char** argv) {
     int tiles = 0, tokens = 0;
     for (int r = 0; r < warmup + repeat; ++r) {
       session.reset();
-      InputChunk c;
-      c.is_image = true;
-      c.rgb = im.pixels.data();
-      c.rgb_size = im.pixels.size();
-      c.width = im.width;
-      c.height = im.height;
-      InputChunk t;
-      t.text = "Describe the image.";
-      session.add_turn({c, t});
+      session.add_turn({InputChunk::of_image(im), InputChunk::of_text("Describe the image.")});
       if (r < warmup) continue;
       const Stats& s = session.stats();
       pre.push_back(s.preprocess_ms), vis.push_back(s.vision_encode_ms), pf.push_back(s.prefill_ms), ttft.push_back(s.ttft_ms);

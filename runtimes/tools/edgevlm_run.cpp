@@ -31,28 +31,14 @@ int run(int argc, char** argv) {
     return 0;
   }
   if (args.positional.size() != 1) throw std::invalid_argument("expected one BUNDLE argument");
-  ModelOptions mo;
-  mo.threads = int(args.integer("--threads", 0));
-  mo.chunk_size = int(args.integer("--chunk", 0));
-  mo.kernels = args.get("--kernels");
-  mo.verify_files = !args.flag("--no-verify");
+  const ModelOptions mo = cli::model_options(args);
   auto model = Model::load(args.positional[0], mo);
   Session session(model);
   std::vector<Rgb8Image> images;
   for (const auto& path : args.all("--image")) images.push_back(decode_image_file(path));
   std::vector<InputChunk> chunks;
-  for (const auto& im : images) {
-    InputChunk c;
-    c.is_image = true;
-    c.rgb = im.pixels.data();
-    c.rgb_size = im.pixels.size();
-    c.width = im.width;
-    c.height = im.height;
-    chunks.push_back(c);
-  }
-  InputChunk text;
-  text.text = args.get("--prompt");
-  chunks.push_back(text);
+  for (const auto& im : images) chunks.push_back(InputChunk::of_image(im));
+  chunks.push_back(InputChunk::of_text(args.get("--prompt")));
   session.add_turn(chunks, !args.flag("--no-template"));
   SamplingParams sp;
   sp.max_new_tokens = int(args.integer("--max-new-tokens", 128));

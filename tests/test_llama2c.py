@@ -196,6 +196,10 @@ def test_tokenizer_matches_llama2c_encode_on_text_files(hf_tokenizer, llama2c_vo
 @given(text=st.text(max_size=60))
 def test_tokenizer_matches_llama2c_encode_on_random_text(hf_tokenizer, llama2c_vocab, text):
     assume(not any(s in text for s in SPECIAL))
+    # HF's Llama normalizer turns spaces into U+2581 before BPE, so a literal U+2581 in the input
+    # is read as a space there, while llama2c's encoder sees its three UTF-8 bytes: a known,
+    # inherent difference of the two formats, not a bug of the import.
+    assume("\u2581" not in text)
     ids = hf_tokenizer.encode(text, add_special_tokens=False).ids
     assert ids == llama2c_encode(text, *llama2c_vocab)
     assert hf_tokenizer.decode(ids) == text

@@ -11,6 +11,13 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import tiny_models  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# CI must be reproducible: property tests draw the same examples on every run (set
+# HYPOTHESIS_PROFILE=explore locally to search with fresh random examples).
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 DATA = tiny_models.DATA
 

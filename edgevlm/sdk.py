@@ -166,11 +166,13 @@ class NativeSession(Session):
 
     backend = "native"
 
-    def __init__(self, bundle: Path, threads: int = 0, chat: bool = True, verify: bool = True):
+    def __init__(self, bundle: Path, threads: int = 0, chat: bool = True, verify: bool = True, chunk_size: int = 0,
+                 max_context: int = 0):
         from . import _native
 
         self._native = _native
-        self.model = _native.Model.load(str(bundle), threads=threads, verify=verify)
+        self.model = _native.Model.load(str(bundle), threads=threads, verify=verify, chunk_size=chunk_size,
+                                        max_context=max_context)
         self.session = _native.Session(self.model)
         self.use_template = chat
 
@@ -247,18 +249,21 @@ def native_tool(name: str) -> Path | None:
     return Path(found) if found else None
 
 
-def _bundle_manifest(path: Path) -> dict:
+def _bundle_manifest(path: Path, verify: bool = True) -> dict:
     from .export.bundle import open_bundle
 
-    return open_bundle(path).manifest
+    return open_bundle(path, verify=verify).manifest
 
 
 def load(path: str | Path, backend: str = "native", threads: int | None = None, chat: bool = True,
-         chunk_size: int | None = None, max_context: int | None = None) -> Session:
+         chunk_size: int | None = None, max_context: int | None = None, verify: bool = True) -> Session:
     """Open a bundle (or, for ``backend="torch"``, also a model directory or zoo name) on a backend.
 
     ``threads`` sets the compute threads (native, torch; the other runtimes use their defaults).
-    ``chat=False`` takes prompts as they are, without the chat template.
+    ``chat=False`` takes prompts as they are, without the chat template. ``chunk_size`` and
+    ``max_context`` override the bundle's for ``native`` (any chunk; a context up to the bundle's)
+    and ``torch``; the exported graphs of the other backends have them fixed. ``verify=False`` skips
+    the sha256 check of the bundle's files (benchmarks time the load without it).
     """
     if backend not in BACKENDS:
         raise InputError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -270,15 +275,14 @@ def load(path: str | Path, backend: str = "native", threads: int | None = None, 
     if not is_bundle:
         raise InputError(f"{path}: not a bundle ({C.MANIFEST_FILE} missing); the {backend} backend runs bundles "
                          f"written by `edgevlm export` (backend='torch' also takes model directories)")
-    manifest = _bundle_manifest(p)
+    manifest = _bundle_manifest(p, verify)
     target = _TARGET_OF[backend]
     if target not in manifest[C.KEY_TARGETS]:
         have = ", ".join(k for k, v in _TARGET_OF.items() if v in manifest[C.KEY_TARGETS]) or "none"
         raise InputError(f"{path}: the bundle has no {target} target, so no {backend} backend (it has: {have})")
-    if backend == "native":
-        if chunk_size or max_context:
-            raise InputError("the native backend runs at the bundle's chunk size and context")
-        return NativeSession(p, threads or 0, chat, verify=False)  # verified just above
+    if backend == "native":  # checked above when verify
+        return NativeSession(p, threads or 0, chat, verify=False, chunk_size=chunk_size or 0,
+                             max_context=max_context or 0)
     from .export.base import target_module
     from .models import load_processor
 

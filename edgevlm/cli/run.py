@@ -2,6 +2,7 @@
 
 MODEL is a model directory or zoo name (PyTorch reference) or a bundle (``NAME.evlm``) for any
 backend it holds: native (the C++ runtime), onnxruntime, executorch, tvm, or torch on its weights.
+``--interactive`` chats turn by turn on stdin, keeping the KV cache between turns.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="compute backend (default: native for a bundle, torch for a model directory)")
     p.add_argument("--threads", type=int, default=None, help="compute threads (native, torch)")
+    p.add_argument("-i", "--interactive", action="store_true",
+                   help="chat turn by turn on stdin (/image PATH attaches a picture to the next turn, "
+                        "/reset starts over, /quit or end of input leaves)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -47,7 +51,11 @@ def main(args: argparse.Namespace) -> int:
     is_bundle = (Path(args.model) / C.MANIFEST_FILE).is_file()
     backend = args.backend or ("native" if is_bundle else "torch")
     if backend != "torch" and not is_bundle:
+        if not Path(args.model).exists():
+            raise InputError(f"{args.model}: no such bundle")
         raise InputError(f"{args.model}: the {backend} backend runs bundles (edgevlm export); this is not one")
+    if args.interactive:
+        return interactive(args, backend, params)
     if is_bundle:
         from ..sdk import load as load_session
 
@@ -90,3 +98,91 @@ def main(args: argparse.Namespace) -> int:
             f"finish: {stats.finish_reason}; peak RSS {stats.peak_rss_mb:.0f} MB[/]"
         )
     return 0
+
+
+INTERACTIVE_HELP = "commands: /image PATH (attach to the next turn), /reset (new conversation), /quit"
+
+
+def interactive(args: argparse.Namespace, backend: str, params: SamplingParams) -> int:
+    """A multi-turn chat on stdin: each turn reuses the KV cache of the ones before it.
+
+    A bad turn (unreadable image, a turn that overflows the context) prints its error and the chat
+    goes on; the conversation is unchanged by it. ``--json`` prints one JSON line per turn.
+    """
+    from ..sdk import load as load_session
+
+    with err_console.status(f"loading {args.model} ({backend})"):
+        extra = {"chunk_size": args.chunk_size} if backend == "torch" else {}
+        session = load_session(args.model, backend, threads=args.threads, chat=not args.no_chat, **extra)
+    if not args.json:
+        err_console.print(f"[dim]{args.model} ({backend}). {INTERACTIVE_HELP}[/]")
+    images: list[str] = []
+    turn = 0
+    while True:
+        if not args.json and sys.stdin.isatty():
+            err_console.print("[bold]>[/] ", end="")
+        line = sys.stdin.readline()
+        if not line:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            break
+        if line == "/reset":
+            session.reset()
+            images.clear()
+            turn = 0
+            _say(args, {"event": "reset"}, "[dim]new conversation[/]")
+            continue
+        if line.startswith("/image"):
+            path = line[len("/image"):].strip()
+            if not Path(path).is_file():
+                _say(args, {"event": "error", "error": f"{path}: no such image file"}, f"[red]{path}: no such image file[/]")
+                continue
+            images.append(path)
+            _say(args, {"event": "image", "image": path}, f"[dim]{path} goes with the next turn[/]")
+            continue
+        if line.startswith("/"):
+            _say(args, {"event": "error", "error": f"unknown command {line.split()[0]}"},
+                 f"[red]unknown command {line.split()[0]}[/]; {INTERACTIVE_HELP}")
+            continue
+        pieces, tokens, stats = [], [], None
+        try:
+            for r in session.chat_stream(line, images, params):
+                pieces.append(r.text)
+                tokens.append(r.token)
+                stats = r.stats
+                if not args.json:
+                    sys.stdout.write(r.text)
+                    sys.stdout.flush()
+        except InputError as e:
+            _say(args, {"event": "error", "error": str(e)}, f"[red]error: {e}[/]")
+            continue
+        finally:
+            images = []
+        turn += 1
+        if args.json:
+            print_json_line({"event": "reply", "turn": turn, "prompt": line, "text": "".join(pieces), "tokens": tokens,
+                             "stats": stats.to_dict() if stats else None})
+        else:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            if stats is not None:
+                err_console.print(f"[dim]turn {turn}: {stats.prompt_tokens} new prompt tokens, TTFT {stats.ttft_ms:.0f} ms, "
+                                  f"{stats.generated_tokens} tokens at {stats.decode_tps:.1f} tok/s[/]")
+    return 0
+
+
+def _say(args: argparse.Namespace, record: dict, text: str) -> None:
+    if args.json:
+        print_json_line(record)
+    else:
+        err_console.print(text)
+
+
+def print_json_line(record: dict) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()

@@ -72,7 +72,11 @@ def load_image(image: ImageLike) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         if isinstance(e, InputError):
             raise
-        raise InputError(f"{name}: not a readable image ({e})") from e
+        if isinstance(e, UnidentifiedImageError):
+            reason = "not a format Pillow can read, or a corrupt header"  # Pillow's own text names a BytesIO
+        else:
+            reason = str(e)
+        raise InputError(f"{name}: not a readable image ({reason})") from e
 
 
 def _pil_to_rgb(im: Image.Image, name: str) -> np.ndarray:

@@ -11,10 +11,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import EdgeVLMError
-from . import demo, evaluation, export, info, inspect, llama2c, quantize, run
+from . import bench, demo, evaluation, export, info, inspect, llama2c, quantize, run
 
 COMMANDS = {"demo": demo, "info": info, "run": run, "eval": evaluation, "quantize": quantize,
-            "export": export, "inspect": inspect,
+            "export": export, "inspect": inspect, "bench": bench,
             "import-llama2c": llama2c}
 
 

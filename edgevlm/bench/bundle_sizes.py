@@ -1,7 +1,7 @@
 """What each backend stores in a bundle: its model bytes and the bytes one decode step must read.
 
-- **model bytes**: the files the backend loads -- the target's files in the manifest, plus any
-  external data files an ONNX graph's initializers point at.
+- **model bytes**: the files the backend loads -- the target's files in the manifest (not the ONNX
+  QDQ variant nor TVM's aarch64 library), plus the external data files ONNX initializers point at.
 - **decoder weight bytes**: the weights of the language model *as that backend stores them*.
   Native: the language-model tensors of ``weights/model.safetensors`` (packed int4 + scales), the
   vision tower and projector left out, and the token-embedding table left out unless the LM head
@@ -76,9 +76,16 @@ def _file_bytes(bundle: Path, rels) -> int:
     return total
 
 
+# Target files a backend does not load on this machine: the ONNX QDQ variant (the onnxruntime backend
+# runs the main graphs) and TVM's cross-compiled aarch64 library.
+_OTHER_VARIANTS = ("qdq/", "aarch64")
+
+
 def target_files(manifest: dict, backend: str) -> list[str]:
+    """The files of ``backend``'s target that it loads (relative to the bundle)."""
     entry = manifest.get(C.KEY_TARGETS, {}).get(TARGET_OF.get(backend, backend)) or {}
-    return sorted(set((entry.get(C.KEY_FILES) or {}).values()))
+    files = entry.get(C.KEY_FILES) or {}
+    return sorted({v for k, v in files.items() if not k.startswith(_OTHER_VARIANTS)})
 
 
 def model_bytes(bundle: Path, manifest: dict, backend: str) -> int:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from .schema import ResultRow, Summary, skipped_row
+from .worker import peak_rss_mb, rss_mb
 
 PEERS = ("llama.cpp", "onnxruntime-genai")
 # peer -> (module to import, pip package)
@@ -206,17 +206,6 @@ def _dir_bytes(path: Path) -> int:
 
 
 # --- the measuring subprocess ---------------------------------------------------------------------
-def _rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return 0.0
-
-
 def _argmax(row) -> int:
     import numpy as np
 
@@ -286,7 +275,7 @@ def measure(spec: dict) -> list[dict]:
     """Run in the peer's own process: load once, then per prompt length a warm-up and the repeats."""
     peer, threads, gen = spec["peer"], int(spec["threads"]), int(spec["gen"])
     prompts: dict[str, list[int]] = spec["prompts"]
-    baseline = _rss_mb()
+    baseline = rss_mb()
     t0 = time.perf_counter()
     if peer == "llama.cpp":
         runner = LlamaCppRunner(Path(spec["path"]), threads, int(spec["n_ctx"]))
@@ -309,7 +298,7 @@ def measure(spec: dict) -> list[dict]:
             decode_tps=Summary.of((gen - 1) / (r[2] / 1e3) for r in runs if r[2] > 0),
         )
         rows.append(row.to_dict())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = peak_rss_mb()  # this process's own high-water mark (ru_maxrss would carry the parent's)
     for row in rows:
         row["peak_rss_mb"], row["baseline_rss_mb"] = round(peak, 2), round(baseline, 2)
     return rows

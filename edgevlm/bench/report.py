@@ -120,6 +120,9 @@ def write_plots(doc: dict, out: Path) -> list[Path]:
         ax.errorbar([r.decode_depth for r in rs], [r.decode_tps.median for r in rs],
                     yerr=[[r.decode_tps.median - r.decode_tps.min for r in rs],
                           [r.decode_tps.max - r.decode_tps.median for r in rs]], marker="o", capsize=3, label=backend)
+    speeds = [r.decode_tps.median for r in rows if r.decode_tps.median > 0]
+    if speeds and max(speeds) > 20 * min(speeds):
+        ax.set_yscale("log")
     ax.set_xlabel("depth (tokens in the KV cache)")
     ax.set_ylabel("decode tok/s (median, min-max)")
     ax.set_title("Decode speed vs depth")

@@ -25,7 +25,7 @@ from edgevlm.quant.recipe import preset
 
 DATA = Path(__file__).parent / "data"
 RECORDED = DATA / "edgevlm_bench_shapes.json"  # host edgevlm-bench on the shapes-vlm bundle (see its README)
-PROMPTS, GEN, REPEAT = (48, 96), 6, 2
+PROMPTS, GEN, REPEAT = (224, 288), 6, 2  # the tiny SmolVLM's image turn alone is 200 tokens
 
 
 def edgevlm(*args) -> subprocess.CompletedProcess:
@@ -47,7 +47,7 @@ def bundle(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bench_bundle")
     model = tiny_models.make_smolvlm(root / "smolvlm")
     out = root / "tiny.evlm"
-    export_bundle(model, out, ["native", "onnx"], preset("w4g32"), chunk_size=16, max_context=256, log=lambda m: None)
+    export_bundle(model, out, ["native", "onnx"], preset("w4g32"), chunk_size=16, max_context=512, log=lambda m: None)
     return out
 
 
@@ -100,7 +100,8 @@ def test_numbers_are_positive_and_consistent(run):
         parts = r.preprocess_ms.median + r.vision_encode_ms.median + r.prefill_ms.median
         assert abs(r.ttft_ms.median - parts) <= 0.05 * r.ttft_ms.median, (r.backend, r.ttft_ms, parts)
         assert r.prefill_tps.median == pytest.approx(r.prompt_tokens / (r.prefill_ms.median / 1e3), rel=0.25)
-        assert r.decode_bandwidth_gbs == pytest.approx(r.decode_bytes_per_token * r.decode_tps.median / 1e9, rel=1e-3)
+        assert r.decode_bandwidth_gbs == pytest.approx(r.decode_bytes_per_token * r.decode_tps.median / 1e9, rel=1e-3,
+                                                       abs=1e-4)
         assert r.peak_rss_mb >= r.baseline_rss_mb > 0
     native = [r for r in measured if r.backend == "native"]
     assert all(r.chunk_size == 16 and r.chunk_source == "bundle" for r in native)
@@ -146,17 +147,21 @@ def test_table_lists_backends_and_skips(run):
 @pytest.mark.parametrize("args, words", [
     (("/no/such.evlm",), ("no such bundle",)),
     (("{bundle}", "--backends", "native,cuda"), ("unknown backend cuda",)),
-    (("{bundle}", "--prompt-tokens", "250", "--gen", "64"), ("context of 256",)),
+    (("{bundle}", "--prompt-tokens", "500", "--gen", "64"), ("context of 512",)),
     (("{bundle}", "--prompt-tokens", "12,x"), ("--prompt-tokens",)),
-    (("{bundle}", "--image", "/no/such.png"), ("no such file",)),
+    (("{bundle}", "--prompt-tokens", "224", "--image", "/no/such.png"), ("no such file",)),
     (("{bundle}", "--device", "usb:1234"), ("adb:SERIAL",)),
 ])
-def test_bad_input_is_one_line(bundle, args, words):
-    one_line_error(edgevlm("bench", *(a.format(bundle=bundle) for a in args)), *words)
+def test_bad_input_is_one_line(bundle, args, words, capsys):
+    from edgevlm.cli import main
+
+    code = main(["bench", *(a.format(bundle=bundle) for a in args)])  # in-process: no interpreter start per case
+    err = capsys.readouterr().err
+    one_line_error(subprocess.CompletedProcess([], code, "", err), *words)
 
 
 def test_a_directory_that_is_not_a_bundle(tmp_path):
-    one_line_error(edgevlm("bench", tmp_path), "not a bundle")
+    one_line_error(edgevlm("bench", tmp_path), "not a bundle")  # the real command: exit code 2, no traceback
 
 
 def test_schema_round_trip_and_flatten():

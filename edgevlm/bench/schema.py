@@ -158,8 +158,8 @@ class ResultRow:
 
     def with_bandwidth(self, machine_gbs: float) -> ResultRow:
         """Fill ``decode_bandwidth_gbs`` and ``bandwidth_fraction`` from the bytes per token and tok/s."""
-        self.decode_bandwidth_gbs = round(self.decode_bytes_per_token * self.decode_tps.median / 1e9, 4)
-        self.bandwidth_fraction = round(self.decode_bandwidth_gbs / machine_gbs, 4) if machine_gbs > 0 else 0.0
+        self.decode_bandwidth_gbs = round(self.decode_bytes_per_token * self.decode_tps.median / 1e9, 6)
+        self.bandwidth_fraction = round(self.decode_bandwidth_gbs / machine_gbs, 6) if machine_gbs > 0 else 0.0
         return self
 
 

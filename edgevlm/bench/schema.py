@@ -56,7 +56,9 @@ The whole ``results.json`` document (:data:`SCHEMA_VERSION`)::
       "machine": {"platform": "...", "cpu": "...", "cores": 2, "memory_bandwidth_gbs": 12.3,
                   "bandwidth_probe": {...}},
       "compare": {"requested": false, "available": false, "reason": "..."},
-      "results": [ResultRow, ...]
+      "results": [ResultRow, ...],        # one per (backend, prompt length), skipped backends included
+      "chunk_sweep": [ResultRow, ...],    # native at other chunk sizes (chunk_source "load"), prefill only
+      "compare_results": [ResultRow, ...] # --compare only
     }
 
 ``--compare`` calls ``edgevlm.bench.peers.run_peers(model: Path, prompt_tokens: list[int], gen: int,

@@ -44,7 +44,8 @@ def table(doc: dict) -> Table:
     m = doc.get("machine") or {}
     title = (f"edgevlm bench {doc.get('bundle_name', '')} · {doc['settings']['threads']} threads · "
              f"gen {doc['settings']['gen']} · repeat {doc['settings']['repeat']} · "
-             f"memory {m.get('memory_bandwidth_gbs', 0):.1f} GB/s")
+             f"memory {m.get('memory_bandwidth_gbs', 0):.1f} GB/s · "
+             + ("prompts with an image" if doc["settings"].get("image") else "text prompts"))
     t = Table(title=title, title_justify="left")
     columns = ["backend", "prompt", "chunk", "load ms", "preproc ms", "vision ms", "prefill ms", "prefill tok/s",
                "chunk ms", "TTFT ms", "decode tok/s", "peak RSS MB (+model)", "model MB", "MB/token",

@@ -206,35 +206,43 @@ def _dir_bytes(path: Path) -> int:
 
 
 # --- the measuring subprocess ---------------------------------------------------------------------
-def _argmax(row) -> int:
-    import numpy as np
-
-    return int(np.argmax(row))
-
-
 class LlamaCppRunner:
-    """A GGUF in llama.cpp (llama-cpp-python's ``Llama``), fed token ids."""
+    """A GGUF in llama.cpp (llama-cpp-python's ``Llama``), fed token ids.
+
+    Settings are llama.cpp's own defaults (llama-bench's too) where llama-cpp-python's differ:
+    flash attention on (llama.cpp's "auto" turns it on for the CPU), physical batch 512.
+    """
 
     def __init__(self, path: Path, threads: int, n_ctx: int, batch: int = LLAMA_CPP_BATCH):
         import llama_cpp
 
+        self.lib = llama_cpp
         self.version = f"llama.cpp (llama-cpp-python {llama_cpp.__version__})"
         self.batch = batch
         self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=batch, n_ubatch=batch,
-                                   n_threads=threads, n_threads_batch=threads, n_gpu_layers=0, verbose=False)
+                                   n_threads=threads, n_threads_batch=threads, n_gpu_layers=0, flash_attn=True,
+                                   verbose=False)
+        self.n_vocab = self.llm.n_vocab()
+
+    def _next(self) -> int:
+        """The greedy pick from the logits of the last position evaluated."""
+        import numpy as np
+
+        logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(self.llm.ctx, -1), shape=(self.n_vocab,))
+        return int(np.argmax(logits))
 
     def run(self, ids: Sequence[int], gen: int) -> tuple[float, float, float, list[int]]:
         """(prefill ms, TTFT ms, decode ms after the first token, greedy tokens) of one generation."""
         llm = self.llm
-        llm.reset()  # the next eval drops the KV cache past position 0
+        llm.reset()  # the next eval drops the KV cache from position 0 on
         t0 = time.perf_counter()
         llm.eval(list(ids))
         t1 = time.perf_counter()
-        tokens = [_argmax(llm.scores[llm.n_tokens - 1])]
+        tokens = [self._next()]
         t_first = time.perf_counter()
         for _ in range(gen - 1):
             llm.eval(tokens[-1:])
-            tokens.append(_argmax(llm.scores[llm.n_tokens - 1]))
+            tokens.append(self._next())
         t_end = time.perf_counter()
         return (t1 - t0) * 1e3, (t_first - t0) * 1e3, (t_end - t_first) * 1e3, tokens
 

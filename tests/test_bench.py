@@ -311,6 +311,53 @@ def test_device_document_from_recorded_output(tmp_path):
     assert (tmp_path / "out" / "report.html").is_file()
 
 
+FAKE_ADB = r"""#!/bin/bash
+# adb stand-in: "adb -s SERIAL push SRC DST" copies, "adb -s SERIAL shell CMD" runs CMD here, with the
+# device folder mapped to $FAKE_DEVICE_ROOT
+[ "$1" = "-s" ] && [ -n "$2" ] || exit 9
+echo "$2" >> "$FAKE_DEVICE_ROOT.serials"
+op=$3; shift 3
+map() { local s="$1"; echo "${s//\/data\/local\/tmp\/edgevlm/$FAKE_DEVICE_ROOT}"; }
+case $op in
+  push) cp -r "$1" "$(map "$2")" ;;
+  shell) eval "$(map "$1")" ;;
+  *) exit 9 ;;
+esac
+"""
+
+
+def test_device_run_end_to_end_with_a_stand_in_adb(bundle, tmp_path):
+    """The whole --device path with an adb that runs the host's edgevlm-bench in a local folder."""
+    import os
+
+    from edgevlm.sdk import native_tool
+
+    exe = native_tool("edgevlm-bench")
+    if exe is None:
+        pytest.skip("edgevlm-bench is not built")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "adb").write_text(FAKE_ADB)
+    (bin_dir / "adb").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_DEVICE_ROOT": str(tmp_path / "device")}
+    proc = subprocess.run([sys.executable, "-m", "edgevlm", "bench", str(bundle), "--device", "adb:FAKE1",
+                           "--binary", str(exe), "--prompt-tokens", "32,64", "--gen", "4", "--repeat", "1",
+                           "--out", str(tmp_path / "out"), "--json"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert set((tmp_path / "device.serials").read_text().split()) == {"FAKE1"}
+    assert (tmp_path / "device" / bundle.name / "manifest.json").is_file()
+    rows = [ResultRow.from_dict(r) for r in doc["results"]]
+    assert {r.device for r in rows} == {"adb:FAKE1"}
+    text = [r for r in rows if not r.image]
+    assert [r.prompt_tokens for r in text] == [32, 64]
+    assert all(r.decode_tps.median > 0 and r.ttft_ms.median > 0 and r.decode_bytes_per_token > 0 for r in text)
+    image = [r for r in rows if r.image]  # a VLM: the generated picture went to the device too
+    assert len(image) == 1 and image[0].vision_encode_ms.median > 0 and image[0].image_tiles >= 1
+    assert (tmp_path / "out" / "report.html").is_file() and (tmp_path / "out" / "results.csv").is_file()
+
+
 def _tiny_safetensors() -> bytes:
     header = {"language_model.layers.0.w": {"dtype": "U8", "shape": [64], "data_offsets": [0, 64]},
               "vision_model.w": {"dtype": "U8", "shape": [32], "data_offsets": [64, 96]}}

@@ -44,7 +44,8 @@ def table(doc: dict) -> Table:
     m = doc.get("machine") or {}
     title = (f"edgevlm bench {doc.get('bundle_name', '')} · {doc['settings']['threads']} threads · "
              f"gen {doc['settings']['gen']} · repeat {doc['settings']['repeat']} · "
-             f"memory {m.get('memory_bandwidth_gbs', 0):.1f} GB/s · "
+             + (f"memory {m['memory_bandwidth_gbs']:.1f} GB/s · " if m.get("memory_bandwidth_gbs")
+                else "no bandwidth probe · ")
              + ("prompts with an image" if doc["settings"].get("image") else "text prompts"))
     t = Table(title=title, title_justify="left")
     columns = ["backend", "prompt", "chunk", "load ms", "preproc ms", "vision ms", "prefill ms", "prefill tok/s",
@@ -59,6 +60,8 @@ def table(doc: dict) -> Table:
             continue
         prompt = str(r.prompt_tokens) if r.prompt_tokens == r.requested_prompt_tokens else \
             f"{r.prompt_tokens} (asked {r.requested_prompt_tokens})"
+        if r.image and r.gen_tokens == 0:
+            prompt += " (image turn)"  # edgevlm-bench's image turn: no decode
         t.add_row(
             r.backend + ("" if r.device == "host" else f" ({r.device})"), prompt,
             str(r.chunk_size or "-"), _ms(r.load_ms), _ms(r.preprocess_ms.median), _ms(r.vision_encode_ms.median),
@@ -66,7 +69,7 @@ def table(doc: dict) -> Table:
             _range(r.ttft_ms), _range(r.decode_tps, lambda v: f"{v:,.1f}") if r.gen_tokens > 1 else "-",
             f"{r.peak_rss_mb:,.0f} (+{max(0.0, r.peak_rss_mb - r.baseline_rss_mb):,.0f})",
             f"{r.model_bytes / 2**20:,.2f}", f"{r.decode_bytes_per_token / 2**20:,.2f}",
-            f"{r.decode_bandwidth_gbs:.2f} ({100 * r.bandwidth_fraction:.0f}%)",
+            f"{r.decode_bandwidth_gbs:.2f}" + (f" ({100 * r.bandwidth_fraction:.0f}%)" if r.bandwidth_fraction else ""),
         )
     t.caption = "; ".join(f"{b} skipped: {why}" for b, why in skipped.items()) or None
     t.caption_justify = "left"

@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .. import contract as C
 from ..errors import InputError
 from .output import console, err_console, print_json
 
@@ -150,8 +151,14 @@ def _on_device(args: argparse.Namespace, settings, progress: RichProgress) -> di
     binary = args.binary or device.DEFAULT_BINARY
     if not binary.is_file():
         raise InputError(f"{binary}: no aarch64 edgevlm-bench; build it (docs/BENCHMARK.md) or pass --binary")
+    image = settings.image
+    if image is not None and not image.is_file():
+        raise InputError(f"--image {image}: no such file")
+    if image is None and manifest.get(C.KEY_IMAGE_PREPROCESSING) and not settings.no_image:
+        image = runner.default_image(settings.out_dir)  # as on the host: a VLM's image turn is measured
+    settings.image = image
     cmds = device.adb_commands(serial, settings.bundle, binary, settings.prompt_tokens, settings.gen, settings.threads,
-                               settings.repeat, settings.warmup, settings.image)
+                               settings.repeat, settings.warmup, image)
     progress.start(args.device, len(cmds))
     out = device.run_commands(cmds, lambda what: progress.update(args.device, 0, len(cmds), what))
     progress.finish(args.device)

@@ -2,6 +2,7 @@
 // weight-only paths (random shapes, ragged M and O, padded K tails); the scalar reference equals a
 // naive computation straight from the stored (unpacked) weights; activation quantization matches
 // hand-computed codes; 1 and 2 threads agree; fp16 conversion is IEEE round-to-nearest-even.
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -374,13 +375,73 @@ void test_threadpool_and_errors() {
 
 }  // namespace
 
+// Extreme codes: activations at 0 and 255 against weight codes 0 and 15 (the largest 16-bit partial
+// sums the SIMD int4 paths form), every set equal to the scalar reference.
+void test_q4_extremes() {
+  const Kernels& s = *kernels_by_name("scalar");
+  ThreadPool pool(2);
+  for (int M : {1, 9}) {
+    const int O = 32, K = 256;
+    Q4Layer L = make_q4(O, K, 32, false, false);
+    for (int o = 0; o < O; ++o)
+      for (int k = 0; k < K / 2; ++k) L.qdata[size_t(o) * (K / 2) + k] = (o % 3 == 0) ? 0x00 : (o % 3 == 1 ? 0xFF : 0x0F);
+    const PackedQ4 W = L.pack();
+    std::vector<float> x(size_t(M) * K);
+    for (int m = 0; m < M; ++m)
+      for (int k = 0; k < K; ++k) x[size_t(m) * K + k] = (m % 2 == 0) ? 1.0f : ((k / 32) % 2 ? 1.0f : -1.0f);
+    for (int sc = 0; sc < 2; ++sc) {
+      const ActQuant scheme = sc ? ActQuant::block32 : ActQuant::token;
+      QuantizedActs a;
+      quantize_acts(s, nullptr, scheme, x.data(), K, M, K, K, a);
+      std::vector<float> ys(size_t(M) * O), y1(size_t(M) * O);
+      linear_q4(s, nullptr, a, W, nullptr, ys.data(), O);
+      CHECK(same_bits(ys, naive_q4(a, L, nullptr)));
+      for (const Kernels* k : simd_sets()) {
+        linear_q4(*k, &pool, a, W, nullptr, y1.data(), O);
+        CHECK(same_bits(ys, y1));
+      }
+    }
+  }
+}
+
+// attend and silu_mul: every set within float rounding of the reference (ragged n, hd, groups).
+void test_attention_and_silu() {
+  const Kernels& s = *kernels_by_name("scalar");
+  for (const int hd : {64, 40, 8})
+    for (const int G : {1, 2, 3, 5})
+      for (const int n : {1, 3, 4, 17, 130}) {
+        const size_t ld = hd + 8;
+        std::vector<float> q = randn(size_t(G) * hd), kk = randn(size_t(n) * ld, 2.0f), v = randn(size_t(n) * ld);
+        std::vector<float> sc(size_t(G) * n), o_ref(size_t(G) * hd), o(size_t(G) * hd);
+        s.attend(q.data(), kk.data(), v.data(), ld, n, hd, G, 0.125f, sc.data(), o_ref.data());
+        for (const Kernels* k : simd_sets()) {
+          k->attend(q.data(), kk.data(), v.data(), ld, n, hd, G, 0.125f, sc.data(), o.data());
+          double err = 0;
+          for (size_t i = 0; i < o.size(); ++i) err = std::max(err, double(std::fabs(o[i] - o_ref[i])));
+          CHECK(err < 1e-5);
+          if (err >= 1e-5) std::fprintf(stderr, "  %s attend: hd%d G%d n%d err %g\n", k->name, hd, G, n, err);
+        }
+      }
+  std::vector<float> g = randn(1003, 6.0f), u = randn(1003), y_ref(1003), y(1003);
+  g[0] = 100.0f, g[1] = -100.0f, g[2] = 0.0f;
+  s.silu_mul(g.data(), u.data(), y_ref.data(), g.size());
+  for (const Kernels* k : simd_sets()) {
+    k->silu_mul(g.data(), u.data(), y.data(), g.size());
+    double err = 0;
+    for (size_t i = 0; i < y.size(); ++i) err = std::max(err, double(std::fabs(y[i] - y_ref[i]) / (1.0f + std::fabs(y_ref[i]))));
+    CHECK(err < 1e-6);
+  }
+}
+
 int main() {
   std::printf("kernel sets here:");
   for (const char* n : available_kernels()) std::printf(" %s", n);
   std::printf(" (selected: %s)\n", kernels().name);
   test_hand_quantization();
   test_q4();
+  test_q4_extremes();
   test_q8();
+  test_attention_and_silu();
   test_float();
   test_fp16();
   test_threadpool_and_errors();

@@ -29,6 +29,8 @@ void LlamaDecoder::load(const WeightSource& ws, const TextConfig& cfg, int max_c
     L.gate = ws.linear(p + "mlp.gate_proj", I, H, cfg.mlp_bias);
     L.up = ws.linear(p + "mlp.up_proj", I, H, cfg.mlp_bias);
     L.down = ws.linear(p + "mlp.down_proj", H, I, cfg.mlp_bias);
+    L.fused_qkv = fuse_linears({&L.q, &L.k, &L.v}, L.qkv);
+    L.fused_gate_up = fuse_linears({&L.gate, &L.up}, L.gate_up);
     layers_.push_back(std::move(L));
   }
   final_norm_ = ws.floats(lm + "norm.weight", {H});
@@ -61,8 +63,8 @@ void LlamaDecoder::ensure_scratch(int C) {
   if (C <= cap_) return;
   const size_t H = cfg_.hidden, qd = static_cast<size_t>(cfg_.heads) * cfg_.head_dim,
                kd = static_cast<size_t>(cfg_.kv_heads) * cfg_.head_dim, I = cfg_.intermediate;
-  x_.resize(C * H), h_.resize(C * H), q_.resize(C * qd), k_.resize(C * kd), v_.resize(C * kd);
-  att_.resize(C * qd), g_.resize(C * I), u_.resize(C * I);
+  x_.resize(C * H), h_.resize(C * H), qkv_.resize(C * (qd + 2 * kd));
+  att_.resize(C * qd), gu_.resize(C * 2 * I), mid_.resize(C * I);
   cap_ = C;
 }
 
@@ -75,62 +77,50 @@ static inline void rope(float* x, const float* cs, const float* sn, int half) {
   }
 }
 
-void LlamaDecoder::attention(Compute& c, int layer, const int32_t* positions, int C) {
+// q [C, nh*hd] (row stride ldq) attends over the cache (keys and values of this chunk already
+// written) into att_ [C, nh*hd]. Tasks are (kv head, row) pairs split contiguously over the pool;
+// a part converts its kv head's keys and values to float once for all its rows.
+void LlamaDecoder::attention(Compute& c, int layer, const int32_t* positions, int C, const float* q, size_t ldq) {
   const int nh = cfg_.heads, kvh = cfg_.kv_heads, hd = cfg_.head_dim, groups = nh / kvh;
   const int ctx = cache_.max_context();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   int64_t work = 0;
   for (int i = 0; i < C; ++i) work += static_cast<int64_t>(positions[i] + 1) * nh * hd * 2;
-  ThreadPool* pool = c.pool_for(work);
-  const int parts = pool ? pool->size() : 1;
-  if (static_cast<int>(part_scratch_.size()) < parts) part_scratch_.resize(parts);
   const int tasks = kvh * C;
+  ThreadPool* pool = c.pool_for(work);
+  const int parts = pool ? std::min(pool->size(), tasks) : 1;
+  if (static_cast<int>(part_scratch_.size()) < parts) part_scratch_.resize(parts);
   auto run = [&](int part) {
     std::vector<float>& s = part_scratch_[part];
-    const size_t need = static_cast<size_t>(groups) * ctx + 2 * hd;
+    const size_t need = (2 * static_cast<size_t>(hd) + groups) * ctx;
     if (s.size() < need) s.resize(need);
-    float* scores = s.data();
-    float* tmp = s.data() + static_cast<size_t>(groups) * ctx;
+    float* kbuf = s.data();
+    float* vbuf = kbuf + static_cast<size_t>(ctx) * hd;
+    float* scores = vbuf + static_cast<size_t>(ctx) * hd;
     const int t0 = static_cast<int>(static_cast<int64_t>(tasks) * part / parts);
     const int t1 = static_cast<int>(static_cast<int64_t>(tasks) * (part + 1) / parts);
+    int loaded = -1;
+    const float *keys = nullptr, *values = nullptr;
     for (int t = t0; t < t1; ++t) {
       const int kv = t / C, row = t % C;
-      const int p = positions[row];
-      const float* q = q_.data() + (static_cast<size_t>(row) * nh + kv * groups) * hd;  // [groups, hd]
-      for (int j = 0; j <= p; ++j) {
-        const float* kj = cache_.read(0, layer, kv, j, tmp, *c.k);
-        for (int g = 0; g < groups; ++g) scores[static_cast<size_t>(g) * ctx + j] = c.k->dot_f32(q + g * hd, kj, hd) * scale;
+      if (kv != loaded) {
+        int n = 0;  // positions this part's rows of kv head `kv` need
+        for (int u = t; u < t1 && u / C == kv; ++u) n = std::max(n, positions[u % C] + 1);
+        keys = cache_.read_rows(0, layer, kv, n, kbuf, *c.k);
+        values = cache_.read_rows(1, layer, kv, n, vbuf, *c.k);
+        loaded = kv;
       }
-      for (int g = 0; g < groups; ++g) {
-        float* sc = scores + static_cast<size_t>(g) * ctx;
-        float mx = sc[0];
-        for (int j = 1; j <= p; ++j) mx = std::max(mx, sc[j]);
-        float sum = 0.f;
-        for (int j = 0; j <= p; ++j) {
-          sc[j] = std::exp(sc[j] - mx);
-          sum += sc[j];
-        }
-        const float inv = 1.0f / sum;
-        for (int j = 0; j <= p; ++j) sc[j] *= inv;
-      }
-      float* out = att_.data() + (static_cast<size_t>(row) * nh + kv * groups) * hd;
-      std::fill(out, out + static_cast<size_t>(groups) * hd, 0.f);
-      for (int j = 0; j <= p; ++j) {
-        const float* vj = cache_.read(1, layer, kv, j, tmp + hd, *c.k);
-        for (int g = 0; g < groups; ++g) {
-          const float w = scores[static_cast<size_t>(g) * ctx + j];
-          float* o = out + g * hd;
-          for (int d = 0; d < hd; ++d) o[d] += w * vj[d];
-        }
-      }
+      const size_t off = static_cast<size_t>(kv) * groups * hd;
+      c.k->attend(q + row * ldq + off, keys, values, hd, positions[row] + 1, hd, groups, scale, scores,
+                  att_.data() + static_cast<size_t>(row) * nh * hd + off);
     }
   };
-  if (pool && parts > 1 && tasks > 1) {
+  if (parts > 1) {
     pool->parallel_for(parts, [&](int b, int e) {
       for (int part = b; part < e; ++part) run(part);
     });
   } else {
-    for (int part = 0; part < parts; ++part) run(part);
+    run(0);
   }
 }
 
@@ -147,32 +137,59 @@ void LlamaDecoder::forward(Compute& c, const float* rows, const int32_t* positio
   const int H = cfg_.hidden, nh = cfg_.heads, kvh = cfg_.kv_heads, hd = cfg_.head_dim, I = cfg_.intermediate;
   const int half = hd / 2;
   const float eps = cfg_.rms_norm_eps;
+  const size_t qd = static_cast<size_t>(nh) * hd, kd = static_cast<size_t>(kvh) * hd;
   std::copy(rows, rows + static_cast<size_t>(C) * H, x_.begin());
   for (int l = 0; l < cfg_.layers; ++l) {
     DecoderLayer& L = layers_[l];
     for (int i = 0; i < C; ++i) rms_norm(&x_[static_cast<size_t>(i) * H], L.input_norm.data(), H, eps, &h_[static_cast<size_t>(i) * H]);
-    L.q.forward(c, h_.data(), C, q_.data());
-    L.k.forward(c, h_.data(), C, k_.data());
-    L.v.forward(c, h_.data(), C, v_.data());
+    // q, k, v of row i at qkv_ + i*ldq (+ qd, + qd + kd): fused side by side, else three blocks
+    float *q = qkv_.data(), *k = q + qd, *v = k + kd;
+    size_t ldq = qd + 2 * kd, ldk = ldq;
+    if (L.fused_qkv) {
+      L.qkv.forward(c, h_.data(), C, qkv_.data());
+    } else {
+      k = q + C * qd, v = k + C * kd, ldq = qd, ldk = kd;
+      L.q.forward(c, h_.data(), C, q);
+      L.k.forward(c, h_.data(), C, k);
+      L.v.forward(c, h_.data(), C, v);
+    }
     for (int i = 0; i < C; ++i) {
       const float* cs = &cos_[static_cast<size_t>(positions[i]) * half];
       const float* sn = &sin_[static_cast<size_t>(positions[i]) * half];
-      for (int h = 0; h < nh; ++h) rope(&q_[(static_cast<size_t>(i) * nh + h) * hd], cs, sn, half);
+      for (int h = 0; h < nh; ++h) rope(q + i * ldq + static_cast<size_t>(h) * hd, cs, sn, half);
       for (int h = 0; h < kvh; ++h) {
-        float* kr = &k_[(static_cast<size_t>(i) * kvh + h) * hd];
+        float* kr = k + i * ldk + static_cast<size_t>(h) * hd;
         rope(kr, cs, sn, half);
         cache_.write(0, l, h, positions[i], kr, *c.k);
-        cache_.write(1, l, h, positions[i], &v_[(static_cast<size_t>(i) * kvh + h) * hd], *c.k);
+        cache_.write(1, l, h, positions[i], v + i * ldk + static_cast<size_t>(h) * hd, *c.k);
       }
     }
-    attention(c, l, positions, C);
+    attention(c, l, positions, C, q, ldq);
     L.o.forward(c, att_.data(), C, h_.data());
     for (size_t i = 0; i < static_cast<size_t>(C) * H; ++i) x_[i] += h_[i];
     for (int i = 0; i < C; ++i) rms_norm(&x_[static_cast<size_t>(i) * H], L.post_norm.data(), H, eps, &h_[static_cast<size_t>(i) * H]);
-    L.gate.forward(c, h_.data(), C, g_.data());
-    L.up.forward(c, h_.data(), C, u_.data());
-    for (size_t i = 0; i < static_cast<size_t>(C) * I; ++i) g_[i] = activate(act_, g_[i]) * u_[i];
-    L.down.forward(c, g_.data(), C, h_.data());
+    // gate and up of row i at gu_ + i*ldg (+ I)
+    float* gate = gu_.data();
+    float* up = gate + I;
+    size_t ldg = 2 * static_cast<size_t>(I);
+    if (L.fused_gate_up) {
+      L.gate_up.forward(c, h_.data(), C, gate);
+    } else {
+      up = gate + static_cast<size_t>(C) * I, ldg = I;
+      L.gate.forward(c, h_.data(), C, gate);
+      L.up.forward(c, h_.data(), C, up);
+    }
+    for (int i = 0; i < C; ++i) {
+      const float* gi = gate + i * ldg;
+      const float* ui = up + i * ldg;
+      float* mi = &mid_[static_cast<size_t>(i) * I];
+      if (act_ == Act::silu) {
+        c.k->silu_mul(gi, ui, mi, I);
+      } else {
+        for (int j = 0; j < I; ++j) mi[j] = activate(act_, gi[j]) * ui[j];
+      }
+    }
+    L.down.forward(c, mid_.data(), C, h_.data());
     for (size_t i = 0; i < static_cast<size_t>(C) * H; ++i) x_[i] += h_[i];
   }
   rms_norm(&x_[static_cast<size_t>(C - 1) * H], final_norm_.data(), H, eps, last_.data());

@@ -18,6 +18,10 @@ struct DecoderLayer {
   Floats post_norm;   // [H]
   Linear q, k, v, o;  // q [heads*hd, H], k/v [kv_heads*hd, H], o [H, heads*hd]
   Linear gate, up, down;  // gate/up [I, H], down [H, I]
+  // q, k, v fused into qkv [(heads + 2 kv_heads) hd, H] and gate, up into gate_up [2 I, H] when
+  // their schemes allow (one activation quantization and one pass over the pool instead of 3 / 2)
+  bool fused_qkv = false, fused_gate_up = false;
+  Linear qkv, gate_up;
 };
 
 class LlamaDecoder {
@@ -36,7 +40,7 @@ class LlamaDecoder {
 
  private:
   void ensure_scratch(int C);
-  void attention(Compute& c, int layer, const int32_t* positions, int C);
+  void attention(Compute& c, int layer, const int32_t* positions, int C, const float* q, size_t ldq);
 
   TextConfig cfg_;
   Act act_ = Act::silu;
@@ -48,9 +52,10 @@ class LlamaDecoder {
   KvCache cache_;
   // scratch, rows of the current chunk
   int cap_ = 0;
-  std::vector<float> x_, h_, q_, k_, v_, att_, g_, u_;  // [C, H], [C, H], [C, nh*hd], [C, kvh*hd] x2, [C, nh*hd], [C, I] x2
-  std::vector<float> last_;                              // [H]
-  std::vector<std::vector<float>> part_scratch_;         // per pool part: scores [groups*ctx] + tmp [2*hd]
+  // qkv_ holds q, k, v side by side per row; gu_ the gate and up projections side by side.
+  std::vector<float> x_, h_, qkv_, att_, gu_, mid_;  // [C, H] x2, [C, (nh+2kvh)*hd], [C, nh*hd], [C, 2I], [C, I]
+  std::vector<float> last_;                   // [H]
+  std::vector<std::vector<float>> part_scratch_;  // per pool part: keys, values [ctx, hd] + scores [groups, ctx]
 };
 
 }  // namespace edgevlm::cpu

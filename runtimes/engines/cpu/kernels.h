@@ -103,6 +103,13 @@ struct Kernels {
   /// IEEE half <-> float, round to nearest even.
   void (*f32_to_f16)(const float* x, uint16_t* h, size_t n);
   void (*f16_to_f32)(const uint16_t* h, float* x, size_t n);
+  /// Attention of G query heads sharing one key/value head over positions [0, n): for each g,
+  /// p = softmax_j(scale * q[g] . k[j]), out[g] = sum_j p[j] v[j]. q and out [G, hd]; k and v
+  /// [n, hd] with row stride ldkv; scores [G, n] scratch. Float, ISA-specific summation order.
+  void (*attend)(const float* q, const float* k, const float* v, size_t ldkv, int n, int hd, int G, float scale,
+                 float* scores, float* out);
+  /// y[i] = silu(g[i]) * u[i] = g / (1 + exp(-g)) * u (the SwiGLU gate; y may alias g).
+  void (*silu_mul)(const float* g, const float* u, float* y, size_t n);
 };
 
 /// The kernels this process uses: the best set the CPU supports, or the one EDGEVLM_KERNELS names

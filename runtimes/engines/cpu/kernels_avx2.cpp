@@ -5,7 +5,9 @@
 // (2*255*128 > 32767): their biased codes w + 128 are split into nibbles, 16*hi + lo.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "engines/cpu/kernels_isa.h"
 
@@ -178,10 +180,135 @@ void q4_tile(const QuantizedActs& a, const PackedQ4& w, int m0, int b, int h, co
   }
 }
 
+// Symmetric int4 (z = 8), the common case, runs on signed codes w' = u - 8: one vpmaddubsw pair
+// sum is at most 2*255*8 = 4080 in magnitude, so the 16-bit lanes add 8 of them (32 inputs) exactly
+// before one vpmaddwd widens them, and dot = sum a*w' - e * sum w' (the weight sums of the packing)
+// needs one more vpmaddwd per group instead of the two corrections of the general tile. With many
+// rows, an (8-channel half, K) slice is decoded to signed bytes once into a per-thread buffer and
+// read by every tile of rows; with few rows the nibbles are decoded in registers.
+
+// 4 inputs x 8 channels of signed codes at input k (k % 4 == 0) of the half at wc (w.codes + 32 h).
+inline __m256i q4_signed(const uint8_t* wc, int k) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wc + size_t(k / 8) * 64));
+  const __m256i n = (k & 4) ? _mm256_srli_epi16(v, 4) : v;
+  return _mm256_sub_epi8(_mm256_and_si256(n, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+}
+
+// Decodes the half (b, h) into dst [K/4][32] signed bytes.
+void q4_decode_half(const PackedQ4& w, int b, int h, uint8_t* dst) {
+  const uint8_t* wc = w.codes.data() + size_t(b) * 8 * w.K + 32 * h;
+  for (int k = 0; k < w.K; k += 4)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + size_t(k) * 8), q4_signed(wc, k));
+}
+
+inline int log2i(int v) { return 31 - __builtin_clz(unsigned(v)); }
+
+// kSub: inputs summed in 16 bits before widening (32, or 16 for groups of 16); kBlk: block32
+// activations (else per token). Everything indexed by r lives in registers.
+template <int MT, bool kDecoded, int kSub, bool kBlk>
+void q4s_tile(const QuantizedActs& a, const PackedQ4& w, const uint8_t* dec, int m0, int b, int h, const float* bias,
+              float* y, size_t ldy) {
+  const int K = w.K;
+  const int unit = kBlk ? 32 : w.group;
+  const int gshift = log2i(w.group), wshift = log2i(w.wsum_len);  // both powers of two
+  const uint8_t* wc = w.codes.data() + size_t(b) * 8 * K + 32 * h;
+  const float* ws = w.scales.data() + size_t(b) * w.G * kBlockO + 8 * h;
+  const int16_t* wsum = w.wsum.data() + size_t(b) * (K >> wshift) * kBlockO + 8 * h;
+  const float* bscale = kBlk ? a.scales.data() + size_t(m0) * (a.K / 32) : nullptr;
+  const __m256i ones = _mm256_set1_epi16(1);
+  const uint8_t* a0 = a.codes.data() + size_t(m0) * a.K;
+  const size_t lda = size_t(a.K);
+  __m256 facc[MT];
+#pragma GCC unroll 8
+  for (int r = 0; r < MT; ++r) facc[r] = _mm256_setzero_ps();
+  for (int k0 = 0; k0 < K; k0 += unit) {
+    __m256i acc[MT];
+#pragma GCC unroll 8
+    for (int r = 0; r < MT; ++r) acc[r] = _mm256_setzero_si256();
+    for (int ks = k0; ks < k0 + unit; ks += kSub) {
+      __m256i s[MT];
+#pragma GCC unroll 8
+      for (int r = 0; r < MT; ++r) s[r] = _mm256_setzero_si256();
+#pragma GCC unroll 2
+      for (int j = 0; j < kSub / 4; ++j) {
+        const int k = ks + 4 * j;
+        const __m256i wv = kDecoded ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(dec + size_t(k) * 8))
+                                    : q4_signed(wc, k);
+#pragma GCC unroll 8
+        for (int r = 0; r < MT; ++r)
+          s[r] = _mm256_add_epi16(s[r], _mm256_maddubs_epi16(_mm256_set1_epi32(load32(a0 + r * lda + k)), wv));
+      }
+#pragma GCC unroll 8
+      for (int r = 0; r < MT; ++r) acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(s[r], ones));
+    }
+    const int t0 = k0 >> wshift, t1 = (k0 + unit) >> wshift;
+    __m256i ws_run = _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wsum + size_t(t0) * kBlockO)));
+    for (int t = t0 + 1; t < t1; ++t)
+      ws_run = _mm256_add_epi32(ws_run, _mm256_cvtepi16_epi32(_mm_loadu_si128(
+                                            reinterpret_cast<const __m128i*>(wsum + size_t(t) * kBlockO))));
+    const __m256 sw = _mm256_loadu_ps(ws + size_t(k0 >> gshift) * kBlockO);
+#pragma GCC unroll 8
+    for (int r = 0; r < MT; ++r) {
+      // (-e, 0) int16 pairs: vpmaddwd with the weight sums (|sum w'| <= 2048) gives -e * sum w'
+      const __m256i neg_e = _mm256_set1_epi32(int32_t(uint16_t(int16_t(-a.zero[m0 + r]))));
+      const __m256i dot = _mm256_add_epi32(acc[r], _mm256_madd_epi16(ws_run, neg_e));
+      if (kBlk) {
+        const __m256 bs = _mm256_mul_ps(_mm256_set1_ps(bscale[size_t(r) * (a.K / 32) + k0 / 32]), sw);
+        facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), bs, facc[r]);
+      } else {
+        facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), sw, facc[r]);
+      }
+    }
+  }
+  const int o0 = b * kBlockO + 8 * h, n = w.O - o0;
+  const __m256 vb = bias ? load_upto(bias + o0, n) : _mm256_setzero_ps();
+#pragma GCC unroll 8
+  for (int r = 0; r < MT; ++r) {
+    const __m256 out = kBlk ? _mm256_add_ps(facc[r], vb) : _mm256_fmadd_ps(facc[r], _mm256_set1_ps(a.scales[m0 + r]), vb);
+    store_upto(y + size_t(m0 + r) * ldy + o0, n, out);
+  }
+}
+
+template <bool kDecoded, int kSub, bool kBlk>
+void q4s_rows(const QuantizedActs& a, const PackedQ4& w, const uint8_t* dec, int b, int h, const float* bias, float* y,
+              size_t ldy) {
+  int m = 0;
+  for (; m + 4 <= a.M; m += 4) q4s_tile<4, kDecoded, kSub, kBlk>(a, w, dec, m, b, h, bias, y, ldy);
+  switch (a.M - m) {
+    case 3: q4s_tile<3, kDecoded, kSub, kBlk>(a, w, dec, m, b, h, bias, y, ldy); break;
+    case 2: q4s_tile<2, kDecoded, kSub, kBlk>(a, w, dec, m, b, h, bias, y, ldy); break;
+    case 1: q4s_tile<1, kDecoded, kSub, kBlk>(a, w, dec, m, b, h, bias, y, ldy); break;
+    default: break;
+  }
+}
+
+template <bool kDecoded>
+void q4s_rows(const QuantizedActs& a, const PackedQ4& w, const uint8_t* dec, int b, int h, const float* bias, float* y,
+              size_t ldy) {
+  if (a.scheme == ActQuant::block32)
+    q4s_rows<kDecoded, 32, true>(a, w, dec, b, h, bias, y, ldy);
+  else if (w.group == 16)
+    q4s_rows<kDecoded, 16, false>(a, w, dec, b, h, bias, y, ldy);
+  else
+    q4s_rows<kDecoded, 32, false>(a, w, dec, b, h, bias, y, ldy);
+}
+
 void gemm_q4(const QuantizedActs& a, const PackedQ4& w, const float* bias, float* y, size_t ldy, int b0, int b1) {
+  constexpr int kDecodeRows = 8;  // from this many rows on, decoding a slice once pays off
+  thread_local std::vector<uint8_t> dec;
+  if (!w.asym && a.M >= kDecodeRows && dec.size() < size_t(w.K) * 8) dec.resize(size_t(w.K) * 8);
   for (int b = b0; b < b1; ++b)
     for (int h = 0; h < 2; ++h) {
       if (b * kBlockO + 8 * h >= w.O) break;
+      if (!w.asym) {
+        if (a.M >= kDecodeRows) {
+          q4_decode_half(w, b, h, dec.data());
+          q4s_rows<true>(a, w, dec.data(), b, h, bias, y, ldy);
+        } else {
+          q4s_rows<false>(a, w, nullptr, b, h, bias, y, ldy);
+        }
+        continue;
+      }
       int m = 0;
       for (; m + 4 <= a.M; m += 4) q4_tile<4>(a, w, m, b, h, bias, y, ldy);
       switch (a.M - m) {
@@ -356,11 +483,139 @@ void f16_to_f32(const uint16_t* h, float* x, size_t n) {
   for (; i < n; ++i) x[i] = f16_to_f32_scalar(h[i]);
 }
 
+// ---- attention, SwiGLU -------------------------------------------------------------------------
+
+// e^x (Cephes expf: x = n ln2 + r, a degree-6 polynomial for e^r, 2^n from the exponent bits);
+// inputs clamped to [-87.3, 88.4], so results stay finite and normal; ~1 ulp.
+inline __m256 exp_ps(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33654f)), _mm256_set1_ps(88.37626f));
+  const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  const __m256 e = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  // fx in [-126, 128): 2^fx as exponent bits (fx = 128 only for x at the upper clamp: use 2^127 * 2)
+  const __m256i n = _mm256_cvtps_epi32(fx);
+  const __m256i lo = _mm256_min_epi32(n, _mm256_set1_epi32(127));
+  const __m256 pow2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(lo, _mm256_set1_epi32(127)), 23));
+  const __m256 extra = _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(n, lo), _mm256_set1_epi32(127)), 23));
+  return _mm256_mul_ps(_mm256_mul_ps(e, pow2), extra);
+}
+
+// The dots of NQ query rows (q, q + hd) with 4 key rows: res[i] lane j = q_i . k_j.
+template <int NQ>
+inline void dots_4keys(const float* q, int hd, const float* k0, size_t ld, __m128* res) {
+  __m256 a[NQ][4];
+  for (int i = 0; i < NQ; ++i)
+    for (int j = 0; j < 4; ++j) a[i][j] = _mm256_setzero_ps();
+  for (int d = 0; d < hd; d += 8) {
+    const int n = hd - d;
+    __m256 kv[4];
+    for (int j = 0; j < 4; ++j) kv[j] = load_upto(k0 + j * ld + d, n);
+    for (int i = 0; i < NQ; ++i) {
+      const __m256 qv = load_upto(q + size_t(i) * hd + d, n);
+      for (int j = 0; j < 4; ++j) a[i][j] = _mm256_fmadd_ps(qv, kv[j], a[i][j]);
+    }
+  }
+  for (int i = 0; i < NQ; ++i) {
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[i][0], a[i][1]), _mm256_hadd_ps(a[i][2], a[i][3]));
+    res[i] = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  }
+}
+
+// scores [NQ, n] = scale * q [NQ, hd] . k[j]
+template <int NQ>
+void scores_rows(const float* q, const float* k, size_t ldkv, int n, int hd, float scale, float* scores) {
+  int j = 0;
+  for (; j + 4 <= n; j += 4) {
+    __m128 r[NQ];
+    dots_4keys<NQ>(q, hd, k + size_t(j) * ldkv, ldkv, r);
+    for (int i = 0; i < NQ; ++i) _mm_storeu_ps(scores + size_t(i) * n + j, _mm_mul_ps(r[i], _mm_set1_ps(scale)));
+  }
+  for (; j < n; ++j)
+    for (int i = 0; i < NQ; ++i) scores[size_t(i) * n + j] = dot_f32(q + size_t(i) * hd, k + size_t(j) * ldkv, hd) * scale;
+}
+
+// out [NQ, hd] (dims [d0, d0 + nd), nd <= 32) = sum_j p[i][j] v[j] * inv[i]
+template <int NQ>
+void weighted_values(const float* p, int n, const float* v, size_t ldkv, int hd, int d0, int nd, const float* inv,
+                     float* out) {
+  __m256 acc[NQ][4];
+  for (int i = 0; i < NQ; ++i)
+    for (int c = 0; c < 4; ++c) acc[i][c] = _mm256_setzero_ps();
+  const int nc = (nd + 7) / 8;
+  for (int j = 0; j < n; ++j) {
+    const float* vj = v + size_t(j) * ldkv + d0;
+    __m256 vv[4];
+    for (int c = 0; c < 4; ++c) vv[c] = c < nc ? load_upto(vj + 8 * c, nd - 8 * c) : _mm256_setzero_ps();
+    for (int i = 0; i < NQ; ++i) {
+      const __m256 pj = _mm256_set1_ps(p[size_t(i) * n + j]);
+      for (int c = 0; c < 4; ++c) acc[i][c] = _mm256_fmadd_ps(pj, vv[c], acc[i][c]);
+    }
+  }
+  for (int i = 0; i < NQ; ++i)
+    for (int c = 0; c < nc; ++c)
+      store_upto(out + size_t(i) * hd + d0 + 8 * c, nd - 8 * c, _mm256_mul_ps(acc[i][c], _mm256_set1_ps(inv[i])));
+}
+
 }  // namespace
+
+void attend_avx2(const float* q, const float* k, const float* v, size_t ldkv, int n, int hd, int G, float scale,
+                 float* scores, float* out) {
+  int g = 0;
+  for (; g + 2 <= G; g += 2) scores_rows<2>(q + size_t(g) * hd, k, ldkv, n, hd, scale, scores + size_t(g) * n);
+  if (g < G) scores_rows<1>(q + size_t(g) * hd, k, ldkv, n, hd, scale, scores + size_t(g) * n);
+  std::vector<float> inv_store;
+  float inv_local[16];
+  float* inv = G <= 16 ? inv_local : (inv_store.resize(G), inv_store.data());
+  for (g = 0; g < G; ++g) {
+    float* sc = scores + size_t(g) * n;
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(sc + j));
+    float mx = hmax(vmax);
+    for (; j < n; ++j) mx = std::max(mx, sc[j]);
+    const __m256 vmx = _mm256_set1_ps(mx);
+    __m256 vsum = _mm256_setzero_ps();
+    for (j = 0; j < n; j += 8) {
+      const int r = n - j;
+      const __m256 e = exp_ps(_mm256_sub_ps(load_upto(sc + j, r), vmx));
+      const __m256 em = r >= 8 ? e : _mm256_and_ps(e, _mm256_castsi256_ps(lanes_upto(r)));
+      vsum = _mm256_add_ps(vsum, em);
+      store_upto(sc + j, r, em);
+    }
+    inv[g] = 1.0f / hsum(vsum);
+  }
+  for (int d0 = 0; d0 < hd; d0 += 32) {
+    const int nd = std::min(32, hd - d0);
+    for (g = 0; g + 3 <= G; g += 3)
+      weighted_values<3>(scores + size_t(g) * n, n, v, ldkv, hd, d0, nd, inv + g, out + size_t(g) * hd);
+    for (; g < G; ++g) weighted_values<1>(scores + size_t(g) * n, n, v, ldkv, hd, d0, nd, inv + g, out + size_t(g) * hd);
+  }
+}
+
+void silu_mul_avx2(const float* g, const float* u, float* y, size_t n) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(g + i);
+    const __m256 s = _mm256_div_ps(x, _mm256_add_ps(one, exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
+  }
+  if (i < n) silu_mul_ref(g + i, u + i, y + i, n - i);
+}
 
 const Kernels* avx2_kernels() {
   static const Kernels k{"avx2",      quantize_token, quantize_block32, gemm_q4,    gemm_q8,    gemm_q4_f32,
-                         gemm_q8_f32, gemm_f32,       dot_f32,          f32_to_f16, f16_to_f32};
+                         gemm_q8_f32, gemm_f32,       dot_f32,          f32_to_f16, f16_to_f32,
+                         attend_avx2, silu_mul_avx2};
   return &k;
 }
 

@@ -18,6 +18,17 @@ const Kernels* avx512_kernels();
 const Kernels* neon_kernels();
 #endif
 
+// The float helpers' reference versions (kernels_scalar.cpp), which sets without their own use.
+void attend_ref(const float* q, const float* k, const float* v, size_t ldkv, int n, int hd, int G, float scale,
+                float* scores, float* out);
+void silu_mul_ref(const float* g, const float* u, float* y, size_t n);
+#if defined(__x86_64__) || defined(_M_X64)
+// The AVX2 versions (kernels_avx2.cpp), which the AVX-512 set shares.
+void attend_avx2(const float* q, const float* k, const float* v, size_t ldkv, int n, int hd, int G, float scale,
+                 float* scores, float* out);
+void silu_mul_avx2(const float* g, const float* u, float* y, size_t n);
+#endif
+
 /// Per-token parameters from the row range [lo, hi] (modules.quantize_per_token):
 /// scale = max((max(hi,0) - min(lo,0)) / 255, 1e-12), zp = clamp(-128 - round(lo / scale), -128, 127).
 struct TokenParams {

@@ -1,5 +1,6 @@
 // The reference kernels: plain C++, one output at a time, in exactly the order the SIMD sets use
 // (explicit std::fma wherever they fuse, so no compiler contraction can make them differ).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -157,9 +158,39 @@ void f16_to_f32(const uint16_t* h, float* x, size_t n) {
 
 }  // namespace
 
+void attend_ref(const float* q, const float* k, const float* v, size_t ldkv, int n, int hd, int G, float scale,
+                float* scores, float* out) {
+  for (int g = 0; g < G; ++g, scores += n) {
+    const float* qg = q + size_t(g) * hd;
+    float mx = -INFINITY;
+    for (int j = 0; j < n; ++j) {
+      scores[j] = dot_f32(qg, k + size_t(j) * ldkv, hd) * scale;
+      mx = std::max(mx, scores[j]);
+    }
+    float sum = 0.0f;
+    for (int j = 0; j < n; ++j) {
+      scores[j] = std::exp(scores[j] - mx);
+      sum += scores[j];
+    }
+    const float inv = 1.0f / sum;
+    float* o = out + size_t(g) * hd;
+    std::fill(o, o + hd, 0.0f);
+    for (int j = 0; j < n; ++j) {
+      const float p = scores[j] * inv;
+      const float* vj = v + size_t(j) * ldkv;
+      for (int d = 0; d < hd; ++d) o[d] += p * vj[d];
+    }
+  }
+}
+
+void silu_mul_ref(const float* g, const float* u, float* y, size_t n) {
+  for (size_t i = 0; i < n; ++i) y[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+}
+
 const Kernels* scalar_kernels() {
   static const Kernels k{"scalar",    quantize_token, quantize_block32, gemm_q4,    gemm_q8,    gemm_q4_f32,
-                         gemm_q8_f32, gemm_f32,       dot_f32,          f32_to_f16, f16_to_f32};
+                         gemm_q8_f32, gemm_f32,       dot_f32,          f32_to_f16, f16_to_f32,
+                         attend_ref,  silu_mul_ref};
   return &k;
 }
 

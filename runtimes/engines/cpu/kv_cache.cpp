@@ -73,4 +73,19 @@ const float* KvCache::read(int which, int layer, int head, int pos, float* tmp, 
   return tmp;
 }
 
+const float* KvCache::read_rows(int which, int layer, int head, int n, float* tmp, const Kernels& k) const {
+  const size_t i = index(which, layer, head, 0);
+  switch (dtype_) {
+    case KvDtype::f32:
+      return f32_.data() + i * dim_;
+    case KvDtype::f16:
+      k.f16_to_f32(f16_.data() + i * dim_, tmp, static_cast<size_t>(n) * dim_);
+      return tmp;
+    case KvDtype::int8:
+      for (int p = 0; p < n; ++p) read(which, layer, head, p, tmp + static_cast<size_t>(p) * dim_, k);
+      return tmp;
+  }
+  return tmp;
+}
+
 }  // namespace edgevlm::cpu

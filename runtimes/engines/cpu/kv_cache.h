@@ -25,6 +25,9 @@ class KvCache {
   void write(int which, int layer, int head, int pos, const float* x, const Kernels& k);
   /// The stored vector as float: a pointer into the cache (f32) or `tmp` [head_dim] filled.
   const float* read(int which, int layer, int head, int pos, float* tmp, const Kernels& k) const;
+  /// Positions [0, n) of (layer, head) as float rows [n, head_dim]: a pointer into the cache (f32)
+  /// or `tmp` [n * head_dim] filled.
+  const float* read_rows(int which, int layer, int head, int n, float* tmp, const Kernels& k) const;
 
  private:
   size_t index(int which, int layer, int head, int pos) const {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "core/error.h"
 
@@ -245,6 +246,54 @@ void WeightSource::Embedding::row(int64_t id, float* out) const {
     const int zp = z ? z[k / group] : 8;
     out[k] = static_cast<float>(u - zp) * s[k / group];
   }
+}
+
+// ---- fusion --------------------------------------------------------------------------------------
+
+bool fuse_linears(const std::vector<Linear*>& parts, Linear& out) {
+  if (parts.empty()) return false;
+  const Linear& f = *parts[0];
+  for (const Linear* p : parts) {
+    bool ok = p->kind == f.kind && p->act == f.act && p->in == f.in && p->bias.empty() == f.bias.empty() &&
+              p->act != ActScheme::static_;
+    if (ok && p->kind == WeightKind::q4)
+      ok = p->q4.O % kBlockO == 0 && p->q4.K == f.q4.K && p->q4.group == f.q4.group && p->q4.asym == f.q4.asym;
+    if (ok && p->kind == WeightKind::q8) ok = p->q8.O % kBlockO == 0 && p->q8.K == f.q8.K;
+    if (!ok) return false;
+  }
+  Linear l;
+  l.path = f.path + "+fused";
+  l.in = f.in, l.kind = f.kind, l.act = f.act;
+  if (f.kind == WeightKind::q4) {
+    l.q4 = f.q4;
+    l.q4.O = 0;
+    l.q4.codes.clear(), l.q4.scales.clear(), l.q4.zeros.clear(), l.q4.wsum.clear();
+  }
+  if (f.kind == WeightKind::q8) {
+    l.q8 = f.q8;
+    l.q8.O = 0;
+    l.q8.codes.clear(), l.q8.scales.clear(), l.q8.wsum.clear();
+  }
+  auto append = [](auto& dst, auto& src) {
+    dst.insert(dst.end(), src.begin(), src.end());
+    std::decay_t<decltype(src)>().swap(src);
+  };
+  for (Linear* p : parts) {
+    l.out += p->out;
+    append(l.bias, p->bias);
+    append(l.w_owned, p->w_owned);
+    if (f.kind == WeightKind::q4) {
+      l.q4.O += p->q4.O;
+      append(l.q4.codes, p->q4.codes), append(l.q4.scales, p->q4.scales);
+      append(l.q4.zeros, p->q4.zeros), append(l.q4.wsum, p->q4.wsum);
+    }
+    if (f.kind == WeightKind::q8) {
+      l.q8.O += p->q8.O;
+      append(l.q8.codes, p->q8.codes), append(l.q8.scales, p->q8.scales), append(l.q8.wsum, p->q8.wsum);
+    }
+  }
+  out = std::move(l);
+  return true;
 }
 
 // ---- forward -------------------------------------------------------------------------------------

@@ -53,6 +53,11 @@ struct Linear {
   void forward(Compute& c, const float* x, int M, float* y) const;
 };
 
+/// Fuses `parts` (same input) into `out`, whose outputs are theirs side by side; the parts are
+/// emptied. False (nothing changed) when they differ in weight kind, activation scheme, input
+/// length, grouping or bias presence, or a quantized part's outputs are not whole blocks of 16.
+bool fuse_linears(const std::vector<Linear*>& parts, Linear& out);
+
 /// A float vector or matrix copied out of the weights (any float dtype converted to float32).
 using Floats = std::vector<float>;
 

@@ -50,7 +50,8 @@ class RichProgress:
 
     def __init__(self, console: Console):
         self.bars = Progress(TextColumn("{task.fields[name]:<18}"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("{task.description}"), TimeElapsedColumn(), console=console)
+                             TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                             disable=not console.is_terminal)
         self.tasks: dict[str, int] = {}
 
     def __enter__(self) -> RichProgress:
@@ -70,11 +71,16 @@ class RichProgress:
         task = self.bars.tasks[self.tasks[name]] if name in self.tasks else None
         if task is not None:
             self.bars.update(task.id, completed=task.total, description=note or "done")
+            if not self.bars.console.is_terminal:  # no live bars into a file or pipe: a line per step
+                self.bars.console.print(f"{name}: {note or 'done'} ({task.elapsed or 0:.0f} s)", markup=False,
+                                        highlight=False)
 
     def __call__(self, message: str) -> None:
         if "peers" not in self.tasks:
             self.start("peers", 1)
         self.bars.update(self.tasks["peers"], description=message)
+        if not self.bars.console.is_terminal:
+            self.bars.console.print(message, markup=False, highlight=False)
 
 
 def main(args: argparse.Namespace) -> int:

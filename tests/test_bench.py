@@ -66,7 +66,8 @@ def test_document_schema(run):
     doc, _ = run
     assert doc["schema_version"] == SCHEMA_VERSION and doc["tool"] == "edgevlm bench"
     assert doc["bundle_name"] == "tiny"
-    assert set(doc) >= {"created", "bundle", "model", "settings", "machine", "compare", "results", "chunk_sweep"}
+    assert set(doc) >= {"created", "bundle", "model", "settings", "machine", "compare", "sizes", "results", "chunk_sweep"}
+    assert set(doc["sizes"]) == {"native", "onnxruntime"} and doc["sizes"]["native"]["decoder_bytes"] > 0
     assert doc["machine"]["memory_bandwidth_gbs"] > 0 and doc["machine"]["bandwidth_probe"]["threads"] == 2
     assert doc["settings"]["image"], "a VLM bundle is measured with a (generated) picture"
     names = {f.name for f in fields(ResultRow)}
@@ -262,8 +263,8 @@ def test_adb_command_lines():
         ["adb", "-s", "R58M", "push", "build/arm/edgevlm-bench", f"{d}/edgevlm-bench"],
         ["adb", "-s", "R58M", "push", "/w/pic one.png", f"{d}/pic one.png"],
         ["adb", "-s", "R58M", "shell", f"chmod 755 {d}/edgevlm-bench"],
-        ["adb", "-s", "R58M", "shell", f"{d}/edgevlm-bench {d}/shapes.evlm --prompt-tokens 128,512 --gen 64 --threads 4 "
-                                       f"--repeat 5 --warmup 1 --image '{d}/pic one.png'"],
+        ["adb", "-s", "R58M", "shell", f"{d}/edgevlm-bench {d}/shapes.evlm --prompt-tokens 128,512 --gen 64 "
+                                       f"--threads 4 --repeat 5 --warmup 1 --image '{d}/pic one.png'"],
     ]
     plain = device.adb_commands("X", Path("m.evlm"), Path("b"), [32], 8, 1, 1, warmup=0, chunk=16)
     assert plain[-1][-1].endswith("--gen 8 --threads 1 --repeat 1 --warmup 0 --chunk 16") and len(plain) == 5

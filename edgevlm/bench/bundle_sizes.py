@@ -7,10 +7,11 @@
   vision tower and projector left out, and the token-embedding table left out unless the LM head
   is tied to it (a decode step reads one embedding row but the whole LM head). ONNX: the
   ``decode`` graph plus the external data of the initializers it uses (the graphs share one data
-  file; the embedding lookup is the separate ``token_embedding`` graph). TVM: the stored parameters the ``decode`` function takes. Where one
-  file holds every method (ExecuTorch's ``.pte``), the program minus the ``vision_encoder``'s share
-  cannot be told apart, so the native count of the same tensors scaled by the ratio of the two
-  targets' whole sizes stands in, and ``decoder_bytes_method`` says so.
+  file; the embedding lookup is the separate ``token_embedding`` graph). TVM: the stored parameters
+  the ``decode`` function takes. Where one file holds every method (ExecuTorch's ``.pte``), the
+  decoder's share cannot be told apart, so the native count of the same tensors scaled by the ratio
+  of the two targets' whole sizes stands in. :func:`decoder_bytes` says which rule it used
+  (``results.json``: ``sizes.BACKEND.decoder_bytes_method``).
 - **KV bytes at depth d**: ``2 (K and V) x layers x kv_heads x head_dim x d x bytes per element``
   -- fp16 (2) or int8 (1, plus a float scale per row and head) for native as the recipe sets it,
   float32 (4) for the Python-driven graphs, whose cache lives in numpy. This is the least a decode
@@ -139,5 +140,6 @@ def _tvm_decode_params(folder: Path) -> int:
     return sum(sizes.get(p, 0) for p in sig.get("params", []))
 
 
-__all__ = ["TARGET_OF", "decoder_bytes", "decoder_tensor_bytes", "kv_bytes", "model_bytes", "onnx_graph_bytes", "safetensors_sizes",
+__all__ = ["TARGET_OF", "decoder_bytes", "decoder_tensor_bytes", "kv_bytes", "model_bytes", "onnx_graph_bytes",
+           "safetensors_sizes",
            "target_files"]

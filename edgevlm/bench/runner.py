@@ -73,7 +73,8 @@ def parse_backends(text: str) -> list[str]:
     names = [b.strip() for b in text.split(",") if b.strip()]
     unknown = [b for b in names if b not in BACKENDS]
     if unknown or not names:
-        raise InputError(f"--backends: unknown backend {', '.join(unknown) or repr(text)}; choose from {', '.join(BACKENDS)}")
+        raise InputError(f"--backends: unknown backend {', '.join(unknown) or repr(text)}; "
+                         f"choose from {', '.join(BACKENDS)}")
     return list(dict.fromkeys(names))
 
 
@@ -220,9 +221,16 @@ def run_bench(settings: BenchSettings, progress: Progress | None = None) -> dict
                      "chunk_sizes": sweep_sizes(s, manifest), "device": "host"},
         "machine": machine_info(probe),
         "compare": {"requested": False, "available": False, "reason": "not requested"},
+        "sizes": {b: _sizes(s.bundle, manifest, b) for b in s.backends if unavailable_reason(b, manifest) is None},
         "results": [r.to_dict() for r in results],
         "chunk_sweep": [r.to_dict() for r in sweep],
     }
+
+
+def _sizes(bundle: Path, manifest: dict, backend: str) -> dict:
+    weights, method = bundle_sizes.decoder_bytes(bundle, manifest, backend)
+    return {"model_bytes": bundle_sizes.model_bytes(bundle, manifest, backend), "decoder_bytes": weights,
+            "decoder_bytes_method": method, "files": bundle_sizes.target_files(manifest, backend)}
 
 
 def _native_sweep(s: BenchSettings, manifest: dict, base_plan: dict, progress: Progress, machine_gbs: float) -> list:

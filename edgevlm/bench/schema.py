@@ -18,7 +18,7 @@ A row as a dict (``ResultRow.to_dict()``; ``ResultRow.from_dict`` reads one back
       "decode_depth": 128,            # KV rows cached when decoding starts (= prompt_tokens)
       "gen_tokens": 64,               # tokens generated per run (EOS ignored); decode_tps covers gen_tokens - 1 steps
       "chunk_size": 64,               # prefill chunk in tokens (0: unknown / not chunked)
-      "chunk_source": "bundle",       # "bundle" (the exported chunk), "load" (set at load time: native sweep), "runtime"
+      "chunk_source": "bundle",       # "bundle" (exported), "load" (set at load time: the native sweep), "runtime"
       "image": false,                 # an image was part of the prompt
       "image_tiles": 0,
       "load_ms": 35.2,                # opening the model (one load per process)
@@ -56,6 +56,7 @@ The whole ``results.json`` document (:data:`SCHEMA_VERSION`)::
       "machine": {"platform": "...", "cpu": "...", "cores": 2, "memory_bandwidth_gbs": 12.3,
                   "bandwidth_probe": {...}},
       "compare": {"requested": false, "available": false, "reason": "..."},
+      "sizes": {"native": {"model_bytes": .., "decoder_bytes": .., "decoder_bytes_method": "...", "files": [...]}},
       "results": [ResultRow, ...],        # one per (backend, prompt length), skipped backends included
       "chunk_sweep": [ResultRow, ...],    # native at other chunk sizes (chunk_source "load"), prefill only
       "compare_results": [ResultRow, ...] # --compare only

@@ -132,7 +132,8 @@ def measure(plan: dict) -> dict:
     for prompt in prompts:
         runs = []
         for r in range(warmup + repeat):
-            _progress(done, total, f"{prompt['requested']} tokens, {'warm-up' if r < warmup else f'run {r - warmup + 1}/{repeat}'}")
+            what = "warm-up" if r < warmup else f"run {r - warmup + 1}/{repeat}"
+            _progress(done, total, f"{prompt['requested']} tokens, {what}")
             stats = session.generate(prompt["text"], images, params).stats
             done += 1
             if r >= warmup:
@@ -150,8 +151,9 @@ def _row(plan: dict, prompt: dict, runs: list, load_ms: float, image: bool) -> R
     first = runs[0]
     chunks = [c for s in runs for c in s.prefill_chunks_ms]
     return ResultRow(
-        backend=plan["backend"], requested_prompt_tokens=int(prompt["requested"]), runtime=runtime_name(plan["backend"]),
-        device="host", threads=int(plan["threads"]), prompt_tokens=first.prompt_tokens, decode_depth=first.prompt_tokens,
+        backend=plan["backend"], requested_prompt_tokens=int(prompt["requested"]),
+        runtime=runtime_name(plan["backend"]), device="host", threads=int(plan["threads"]),
+        prompt_tokens=first.prompt_tokens, decode_depth=first.prompt_tokens,
         gen_tokens=first.generated_tokens, chunk_size=first.chunk_size,
         chunk_source="load" if plan.get("chunk_size") else "bundle", image=image, image_tiles=first.image_tiles,
         load_ms=round(load_ms, 3),

@@ -86,8 +86,11 @@ def test_export_and_runtime_examples_run(workdir, shapes_bundle, export_lines):
     assert "native" in outputs[0].stdout and "onnx" in outputs[0].stdout  # inspect's table
     native, ort = outputs[1].stdout.strip(), outputs[2].stdout.strip()
     assert native and ort
-    stats = json.loads(outputs[-1].stdout)
-    assert stats["prompt_tokens"] == 128 and stats["generated_tokens"] == 32
+    bench = json.loads(outputs[-2].stdout)  # edgevlm-bench's document
+    assert bench["gen"] == 32 and [r["prompt_tokens"] for r in bench["results"]] == [128]
+    assert bench["results"][0]["decode_tps"]["median"] > 0
+    for name in ("results.json", "results.csv", "report.html"):
+        assert (workdir / "bench-shapes" / name).is_file()
 
 
 def test_sdk_examples_run(workdir, shapes_bundle, monkeypatch, capsys):

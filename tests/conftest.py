@@ -63,3 +63,9 @@ def native_build() -> Path:
     from native_build import build_native
 
     return build_native()
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_bundle(tmp_path_factory) -> Path:
+    """A tiny SmolVLM bundle with the native and onnx targets (tiny_models.make_vlm_bundle)."""
+    return tiny_models.make_vlm_bundle(tmp_path_factory.mktemp("tiny_vlm_bundle"))

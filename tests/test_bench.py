@@ -14,14 +14,12 @@ from pathlib import Path
 
 import pytest
 
-import tiny_models
+from tiny_models import one_line_error
 from edgevlm.bench import device, report, runner
 from edgevlm.bench.probe import memory_bandwidth
 from edgevlm.bench.prompts import fit_text
 from edgevlm.bench.schema import SCHEMA_VERSION, SUMMARY_FIELDS, ResultRow, Summary, csv_columns, flatten
 from edgevlm.errors import InputError
-from edgevlm.export.core import export_bundle
-from edgevlm.quant.recipe import preset
 
 DATA = Path(__file__).parent / "data"
 RECORDED = DATA / "edgevlm_bench_shapes.json"  # host edgevlm-bench on the shapes-vlm bundle (see its README)
@@ -33,22 +31,9 @@ def edgevlm(*args) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
-def one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
-    assert proc.returncode == 2, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("bench_bundle")
-    model = tiny_models.make_smolvlm(root / "smolvlm")
-    out = root / "tiny.evlm"
-    export_bundle(model, out, ["native", "onnx"], preset("w4g32"), chunk_size=16, max_context=512, log=lambda m: None)
-    return out
+def bundle(tiny_vlm_bundle) -> Path:
+    return tiny_vlm_bundle
 
 
 @pytest.fixture(scope="module")

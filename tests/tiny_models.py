@@ -166,3 +166,24 @@ def make_mobilevlm(d: Path, projector: str = "ldpnetv2", seed: int = 0) -> Path:
                   mm_use_im_start_end=False, mm_use_im_patch_token=False, vision_config=vision)
     (d / "config.json").write_text(json.dumps(config, indent=2))
     return d
+
+
+def one_line_error(proc, *words: str) -> str:
+    """A CLI run that failed the way bad input must: exit code 2, one line on stderr naming ``words``."""
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+def make_vlm_bundle(root: Path) -> Path:
+    """A tiny SmolVLM exported (w4g32, chunk 16, context 512) to the native and onnx targets."""
+    from edgevlm.export.core import export_bundle
+    from edgevlm.quant.recipe import preset
+
+    out = root / "tiny.evlm"
+    export_bundle(make_smolvlm(root / "smolvlm"), out, ["native", "onnx"], preset("w4g32"), chunk_size=16,
+                  max_context=512, log=lambda m: None)
+    return out

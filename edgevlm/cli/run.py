@@ -74,16 +74,9 @@ def main(args: argparse.Namespace) -> int:
         chat = not args.no_chat and loaded.processor.chat_template is not None
         records = stream(loaded, args.prompt, args.image, params, chat=chat, chunk_size=args.chunk_size)
         where = str(loaded.path)
-    pieces, tokens, stats = [], [], None
     if not chat and not args.json:
         console.print(args.prompt, end="", style="dim", markup=False, highlight=False)  # a continuation: show what it continues
-    for r in records:
-        pieces.append(r.text)
-        tokens.append(r.token)
-        stats = r.stats
-        if not args.json:
-            sys.stdout.write(r.text)
-            sys.stdout.flush()
+    pieces, tokens, stats = _echo(records, show=not args.json)
     text = "".join(pieces)
     if args.json:
         print_json({"model": where, "backend": backend, "prompt": args.prompt, "images": args.image, "text": text,
@@ -147,15 +140,8 @@ def interactive(args: argparse.Namespace, backend: str, params: SamplingParams) 
             _say(args, {"event": "error", "error": f"unknown command {line.split()[0]}"},
                  f"[red]unknown command {line.split()[0]}[/]; {INTERACTIVE_HELP}")
             continue
-        pieces, tokens, stats = [], [], None
         try:
-            for r in session.chat_stream(line, images, params):
-                pieces.append(r.text)
-                tokens.append(r.token)
-                stats = r.stats
-                if not args.json:
-                    sys.stdout.write(r.text)
-                    sys.stdout.flush()
+            pieces, tokens, stats = _echo(session.chat_stream(line, images, params), show=not args.json)
         except InputError as e:
             _say(args, {"event": "error", "error": str(e)}, f"[red]error: {e}[/]")
             continue
@@ -172,6 +158,19 @@ def interactive(args: argparse.Namespace, backend: str, params: SamplingParams) 
                 err_console.print(f"[dim]turn {turn}: {stats.prompt_tokens} new prompt tokens, TTFT {stats.ttft_ms:.0f} ms, "
                                   f"{stats.generated_tokens} tokens at {stats.decode_tps:.1f} tok/s[/]")
     return 0
+
+
+def _echo(records, show: bool) -> tuple[list[str], list[int], object]:
+    """Collect a stream's pieces, tokens and final stats, writing the pieces to stdout as they come."""
+    pieces, tokens, stats = [], [], None
+    for r in records:
+        pieces.append(r.text)
+        tokens.append(r.token)
+        stats = r.stats
+        if show:
+            sys.stdout.write(r.text)
+            sys.stdout.flush()
+    return pieces, tokens, stats
 
 
 def _say(args: argparse.Namespace, record: dict, text: str) -> None:

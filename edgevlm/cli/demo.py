@@ -120,9 +120,10 @@ def main(args: argparse.Namespace) -> int:
                 session = sdk.load(args.bundle, backend, threads=args.threads)
                 load_ms = (time.perf_counter() - t) * 1e3
                 answers, stats = ask(session, questions, image)
-            except EdgeVLMError as e:
-                runs[backend] = {"error": str(e)}
-                err_console.print(f"[red]{backend}: {e}[/]")
+            except Exception as e:  # one backend failing is reported; the others still answer
+                why = str(e) if isinstance(e, EdgeVLMError) else f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+                runs[backend] = {"error": why}
+                err_console.print(f"[red]{backend}: {why}[/]")
                 continue
         runs[backend] = {"load_ms": load_ms, "answers": answers, "stats": stats}
         err_console.print(f"[dim]{backend}: answered in {(time.perf_counter() - t):.1f} s[/]")

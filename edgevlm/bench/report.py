@@ -67,7 +67,7 @@ def table(doc: dict) -> Table:
             str(r.chunk_size or "-"), _ms(r.load_ms), _ms(r.preprocess_ms.median), _ms(r.vision_encode_ms.median),
             _ms(r.prefill_ms.median), f"{r.prefill_tps.median:,.0f}", _ms(r.prefill_chunk_ms.median),
             _range(r.ttft_ms), _range(r.decode_tps, lambda v: f"{v:,.1f}") if r.gen_tokens > 1 else "-",
-            f"{r.peak_rss_mb:,.0f} (+{max(0.0, r.peak_rss_mb - r.baseline_rss_mb):,.0f})",
+            f"{r.peak_rss_mb:,.0f}" + (f" (+{r.peak_rss_mb - r.baseline_rss_mb:,.0f})" if r.baseline_rss_mb else ""),
             f"{r.model_bytes / 2**20:,.2f}", f"{r.decode_bytes_per_token / 2**20:,.2f}",
             f"{r.decode_bandwidth_gbs:.2f}" + (f" ({100 * r.bandwidth_fraction:.0f}%)" if r.bandwidth_fraction else ""),
         )

@@ -87,8 +87,8 @@ def test_export_and_runtime_examples_run(workdir, shapes_bundle, export_lines):
     native, ort = outputs[1].stdout.strip(), outputs[2].stdout.strip()
     assert native and ort
     bench = json.loads(outputs[-2].stdout)  # edgevlm-bench's document
-    assert bench["gen"] == 32 and [r["prompt_tokens"] for r in bench["results"]] == [128]
-    assert bench["results"][0]["decode_tps"]["median"] > 0
+    assert bench["gen"] == 32 and bench["results"]
+    assert any(r.get("decode_tps", {}).get("median", 0) > 0 for r in bench["results"])
     for name in ("results.json", "results.csv", "report.html"):
         assert (workdir / "bench-shapes" / name).is_file()
 

@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     doc = run_bench(BenchSettings(bundle=bundle, backends=["native", "executorch"], prompt_tokens=args.prompt_tokens,
                                   gen=args.gen, threads=args.threads, repeat=args.repeat, warmup=1, chunk_sizes=[]),
                     say)
-    log("measuring the peers")
+    load_between = load_average()
+    log(f"load average {load_between}; measuring the peers")
     peer_rows = run_peers(bundle, args.prompt_tokens, args.gen, args.threads, args.repeat, say, hf_dir=model,
                           workdir=out / "peers", peers=[p for p in args.peers.split(",") if p])
     gbs = doc["machine"]["memory_bandwidth_gbs"]
@@ -198,12 +199,12 @@ def main(argv: list[str] | None = None) -> int:
                       "reason": "; ".join(f"{r['backend']}: {r['skipped']}" for r in peer_rows if r["skipped"]) or None}
     doc["compare_results"] = peer_rows
     doc["peers_source"] = str(model)
-    doc["load_average"] = {"before": load_before, "after": load_after}
+    doc["load_average"] = {"before": load_before, "before_peers": load_between, "after": load_after}
     doc["host"] = {"node": platform.node(), "cpus": os.cpu_count()}
 
     rows = doc["results"] + peer_rows
     text = table(rows, args.prompt_tokens, args.gen, args.threads)
-    settings = settings_text(doc, args, rows, load_before, load_after)
+    settings = settings_text(doc, args, rows, f"{load_before} (before the peers {load_between})", load_after)
     doc["table_markdown"] = text
     doc["settings_text"] = settings
     (out / "runtime_vs_peers.json").write_text(json.dumps(doc, indent=2) + "\n")

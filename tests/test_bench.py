@@ -198,7 +198,11 @@ def test_parse_int_lists_and_backends():
 def test_compare_reports_missing_peers(monkeypatch):
     from edgevlm.cli import bench as cli_bench
 
-    monkeypatch.setitem(sys.modules, "edgevlm.bench.peers", None)  # as if the module were not there
+    import edgevlm.bench
+
+    # as if the module were not there, even when an earlier test imported it
+    monkeypatch.setitem(sys.modules, "edgevlm.bench.peers", None)
+    monkeypatch.delattr(edgevlm.bench, "peers", raising=False)
     doc = {"machine": {"memory_bandwidth_gbs": 10.0}}
     settings = runner.BenchSettings(bundle=Path("x.evlm"))
     cli_bench._compare(doc, settings, runner.Progress())

@@ -81,9 +81,15 @@ def test_vqa_on_a_text_only_model_is_refused():
 
 
 def test_demo_answers_questions_about_a_drawn_picture(tmp_path):
-    out = json.loads(edgevlm("demo", "--seed", "3", "--image-out", tmp_path / "demo.png", "--json").stdout)
+    """The demo on the native target only (the all-target run is the README test's)."""
+    out = json.loads(edgevlm("demo", "--seed", "3", "--image-out", tmp_path / "demo.png", "--bundle",
+                             tmp_path / "demo.evlm", "--targets", "native", "--json").stdout)
     assert (tmp_path / "demo.png").is_file()
-    assert len(out["answers"]) == 5 and sum(a["correct"] for a in out["answers"]) >= 4
+    assert out["backends"] == ["torch", "native"] and len(out["questions"]) == 5
+    for backend in out["backends"]:
+        assert out["benchmark"][backend]["correct"] >= 4
+        assert sum(q["answers"][backend]["correct"] for q in out["questions"]) == out["benchmark"][backend]["correct"]
+    assert "onnx" in out["not_run"]
 
 
 def test_training_script_runs_end_to_end(tmp_path):

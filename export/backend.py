@@ -83,6 +83,9 @@ class PromptCheck:
     first_mismatch: int | None  # index of the first disagreeing token, None if none
     max_abs_logit_error: float
     seconds: float
+    # [step, margin] of every disagreeing step: how far the reference's own logit of the engine's
+    # choice is below its logit of the reference token (a near-tie when tiny)
+    mismatches: list = field(default_factory=list)
 
 
 @dataclass
@@ -101,8 +104,16 @@ class Verification:
     def max_abs_logit_error(self) -> float:
         return max((p.max_abs_logit_error for p in self.prompts), default=0.0)
 
+    @property
+    def first16_max_tie_margin(self) -> float:
+        """The largest reference margin among disagreements in the first 16 tokens (0 if none): a
+        disagreement whose margin is below twice a target's kernel tolerance is a near-tie that
+        tolerance can flip, not a different model."""
+        return max((m for p in self.prompts for step, m in p.mismatches if step < 16), default=0.0)
+
     def to_dict(self) -> dict:
         return {"agreement": self.agreement, "first16_identical": self.first16_identical,
+                "first16_max_tie_margin": self.first16_max_tie_margin,
                 "max_abs_logit_error": self.max_abs_logit_error, "prompts": [asdict(p) for p in self.prompts]}
 
 
@@ -135,16 +146,18 @@ def check_prompt(engine: Engine, label: str, inputs: ModelInputs, ref_tokens: li
     engine.reset()
     logits = _prompt_logits(engine, inputs)
     pos = len(inputs.input_ids)
-    agree, first, err = 0, None, 0.0
+    agree, first, err, mismatches = 0, None, 0.0, []
     for i, tok in enumerate(ref_tokens):
         err = max(err, float(np.abs(logits - ref_logits[i]).max()))
-        if int(np.argmax(logits)) == tok:
+        got = int(np.argmax(logits))
+        if got == tok:
             agree += 1
-        elif first is None:
-            first = i
+        else:
+            first = i if first is None else first
+            mismatches.append([i, float(ref_logits[i][tok] - ref_logits[i][got])])
         if i + 1 == len(ref_tokens):
             break
         logits = engine.decode(engine.embed(np.asarray([tok])), np.asarray([pos]))
         pos += 1
     return PromptCheck(label, 0 if inputs.pixel_values is None else 1, ref_tokens, agree / len(ref_tokens), first, err,
-                       round(time.perf_counter() - t0, 3))
+                       round(time.perf_counter() - t0, 3), mismatches)

@@ -134,12 +134,33 @@ class ETEmbedding(nn.Module):
 
 
 def _rmsnorm_forward(self, x: torch.Tensor) -> torch.Tensor:
-    """RMSNorm with the mean over a ``[B, T, 1, H]`` view (XNNPACK's global average pooling)."""
+    """RMSNorm with the mean over a ``[B, T, 1, H]`` view (XNNPACK's global average pooling); float32
+    graphs need no casts (each would be one more node for every lowering pass to trace)."""
     dtype = x.dtype
     b, t, hdim = x.shape
-    x = x.float()
-    ms = x.view(b, t, 1, hdim).pow(2).mean((2, 3), keepdim=True).view(b, t, 1)
-    return self.weight * (x * torch.rsqrt(ms + self.eps)).to(dtype)
+    xf = x if dtype == torch.float32 else x.float()
+    ms = xf.view(b, t, 1, hdim).pow(2).mean((2, 3), keepdim=True).view(b, t, 1)
+    y = xf * torch.rsqrt(ms + self.eps)
+    return self.weight * (y if dtype == torch.float32 else y.to(dtype))
+
+
+class StepPositions:
+    """What one decoder step derives from its positions alone, computed once per graph (not per layer).
+
+    ``write [Hkv, S, T]``: the one-hot cache-write matrix (slot ``s`` takes chunk row ``t`` iff
+    ``input_pos[t] == s``) for each kv head; ``keep [S, 1]``: 1 where no row is written;
+    ``bias [g*T, S]``: the additive attention mask (0 where slot ``j <= input_pos[t]``, ``-inf``
+    elsewhere; contract 3), repeated for the ``g`` query heads that share a kv head.
+    """
+
+    def __init__(self, input_pos: torch.Tensor, max_context: int, kv_heads: int, groups: int, dtype: torch.dtype):
+        slots = torch.arange(max_context, device=input_pos.device)
+        onehot = (slots[:, None] == input_pos[None, :]).to(dtype)  # [S, T]
+        self.keep = 1.0 - onehot.sum(-1, keepdim=True)
+        # bmm (XNNPACK's mm wants a constant weight), one matrix per kv head: the write needs no permutes
+        self.write = onehot[None].expand(kv_heads, -1, -1)
+        visible = slots[None, :] <= input_pos[:, None]  # [T, S]
+        self.bias = torch.where(visible, 0.0, float("-inf")).to(dtype).repeat(groups, 1)
 
 
 def _attention_forward(self, x, cos, sin, mask, input_pos):
@@ -148,7 +169,9 @@ def _attention_forward(self, x, cos, sin, mask, input_pos):
     Batch 1 (the graphs' shape). The cache write ``cache * keep + onehot @ k`` (``onehot [S, T]``
     from the positions) is exact: every product is by 0 or 1. Query heads ``j*g .. j*g+g-1`` share
     kv head ``j`` (as ``repeat_interleave`` arranges them), so the queries are viewed
-    ``[Hkv, g*T, D]`` and attention is two batched matmuls over the kv heads.
+    ``[Hkv, g*T, D]`` and attention is two batched matmuls over the kv heads. With q/k/v fused
+    (:func:`_fuse_projections`) one linear computes all three and RoPE rotates q and k together.
+    The position-derived tensors come from :class:`StepPositions` when the step graph set them.
     """
     slot = self.kv_cache
     if slot is None or mask.dim() != 2 or x.shape[0] != 1:
@@ -156,29 +179,140 @@ def _attention_forward(self, x, cos, sin, mask, input_pos):
     _, t, _ = x.shape
     h, hkv, d = self.num_heads, self.num_key_value_heads, self.head_dim
     s = slot.k.shape[2]
-    q = self.q_proj(x).view(1, t, h, d).transpose(1, 2)
-    k = self.k_proj(x).view(1, t, hkv, d).transpose(1, 2)
-    v = self.v_proj(x).view(1, t, hkv, d).transpose(1, 2)
-    q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    g = h // hkv
+    if hasattr(self, "qkv_proj"):
+        qkv = self.qkv_proj(x).view(1, t, h + 2 * hkv, d).transpose(1, 2)  # [1, H + 2 Hkv, T, D]
+        qk = apply_rotary(qkv[:, : h + hkv], cos, sin)
+        q, k, v = qk[:, :h], qk[:, h:], qkv[:, h + hkv:]
+    else:
+        q = self.q_proj(x).view(1, t, h, d).transpose(1, 2)
+        k = self.k_proj(x).view(1, t, hkv, d).transpose(1, 2)
+        v = self.v_proj(x).view(1, t, hkv, d).transpose(1, 2)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
     dt = slot.k.dtype
-    onehot = (torch.arange(s, device=x.device)[:, None] == input_pos[None, :]).to(dt)  # [S, T]
-    keep = 1.0 - onehot.sum(-1, keepdim=True)  # [S, 1]
-    onehot = onehot[None]  # bmm: XNNPACK's mm wants a constant weight
+    pos = getattr(self, "_step_positions", None) or StepPositions(input_pos, s, hkv, g, dt)
 
     def write(cache: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        rows = new.to(dt).permute(0, 2, 1, 3).reshape(1, t, hkv * d)  # [1, T, Hkv*D]
-        put = torch.bmm(onehot, rows).view(s, hkv, d).permute(1, 0, 2).reshape(1, hkv, s, d)
-        return cache * keep + put
+        new = new if new.dtype == dt else new.to(dt)
+        put = torch.bmm(pos.write, new.reshape(hkv, t, d)).view(1, hkv, s, d)  # [Hkv, S, T] @ [Hkv, T, D]
+        return cache * pos.keep + put
 
     slot.k, slot.v = write(slot.k, k), write(slot.v, v)
-    g = h // hkv
     qg = q.reshape(hkv, g * t, d)
-    kc, vc = slot.k.to(q.dtype).view(hkv, s, d), slot.v.to(q.dtype).view(hkv, s, d)
+    kc, vc = slot.k.view(hkv, s, d), slot.v.view(hkv, s, d)
+    if kc.dtype != q.dtype:
+        kc, vc = kc.to(q.dtype), vc.to(q.dtype)
     scores = torch.bmm(qg, kc.transpose(1, 2)) * (1.0 / math.sqrt(d))  # [Hkv, g*T, S]
-    add = torch.where(mask, 0.0, float("-inf")).to(q.dtype).repeat(g, 1)  # [g*T, S]
-    probs = torch.softmax(scores + add, dim=-1)
+    probs = torch.softmax(scores + pos.bias.to(q.dtype), dim=-1)
     out = torch.bmm(probs, vc).view(1, h, t, d)
     return self.o_proj(out.transpose(1, 2).reshape(1, t, h * d))
+
+
+class ETStepGraph(nn.Module):
+    """:class:`~edgevlm.export.graphs.StepGraph` (same inputs, outputs and values) with the
+    position-derived tensors (:class:`StepPositions`) computed once for all layers."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        from .graphs import StepGraph
+
+        self.step = StepGraph(model)
+
+    def forward(self, embeds: torch.Tensor, input_pos: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor):
+        attn = self.step.attn
+        groups = attn[0].num_heads // attn[0].num_key_value_heads
+        positions = StepPositions(input_pos, k_cache.shape[2], attn[0].num_key_value_heads, groups, k_cache.dtype)
+        for a in attn:
+            a._step_positions = positions
+        try:
+            return self.step(embeds, input_pos, k_cache, v_cache)
+        finally:
+            for a in attn:
+                a._step_positions = None
+
+
+def _fused_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """The gated MLP with gate and up projections as one linear (one activation quantization)."""
+    gu = self.gate_up_proj(x)
+    n = gu.shape[-1] // 2
+    return self.down_proj(self.act(gu[..., :n]) * gu[..., n:])
+
+
+def _vit_fused_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
+    n, p, d = x.shape
+    h, hd = self.num_heads, self.head_dim
+    qkv = self.qkv_proj(x).view(n, p, 3 * h, hd).transpose(1, 2)  # [N, 3H, P, hd]
+    q, k, v = (qkv[:, i * h:(i + 1) * h].reshape(n * h, p, hd) for i in range(3))
+    return _vit_attend(self, q, k, v, n, p, d)
+
+
+# --- vision ops in forms XNNPACK takes whole ----------------------------------------------------
+# The vision towers (SigLIP, CLIP) and projectors have the same problem: XNNPACK has no LayerNorm,
+# and SDPA without a mask decomposes (torch 2.13) into a "fully masked row" guard whose
+# ``full_like`` the ExecuTorch emitter of 1.5.1 cannot serialize (``aten::full_like() expected at
+# most 4 argument(s) but received 5``: the out variant gets ``pin_memory``). XNNPACK also ignores
+# GELU's ``approximate="tanh"`` (it always runs the erf form). The forwards below compute the
+# reference's values with operators XNNPACK runs, so the encoder lowers to one delegate.
+
+
+def _layernorm_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm over the last dim with both means over a ``[B, T, 1, H]`` view (global average pooling)."""
+    if x.dim() != 3 or self.normalized_shape != (x.shape[-1],):
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+    b, t, hdim = x.shape
+    x4 = x.view(b, t, 1, hdim)
+    xc = x4 - x4.mean((2, 3), keepdim=True)
+    var = (xc * xc).mean((2, 3), keepdim=True)
+    y = (xc * torch.rsqrt(var + self.eps)).view(b, t, hdim)
+    if self.weight is not None:
+        y = y * self.weight
+    if self.bias is not None:
+        y = y + self.bias
+    return y
+
+
+def _vit_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """The ViT's bidirectional attention as two batched matmuls over (image, head)."""
+    if hasattr(self, "qkv_proj"):
+        return _vit_fused_attention_forward(self, x)
+    n, p, d = x.shape
+    h, hd = self.num_heads, self.head_dim
+
+    def heads(proj: nn.Module) -> torch.Tensor:
+        return proj(x).view(n, p, h, hd).transpose(1, 2).reshape(n * h, p, hd)
+
+    return _vit_attend(self, heads(self.q_proj), heads(self.k_proj), heads(self.v_proj), n, p, d)
+
+
+def _vit_attend(self, q, k, v, n: int, p: int, d: int) -> torch.Tensor:
+    h, hd = self.num_heads, self.head_dim
+    probs = torch.softmax(torch.bmm(q, k.transpose(1, 2)) * (1.0 / math.sqrt(hd)), dim=-1)
+    out = torch.bmm(probs, v).view(n, h, p, hd).transpose(1, 2).reshape(n, p, d)
+    return self.out_proj(out)
+
+
+_GELU_TANH_C = math.sqrt(2.0 / math.pi)
+
+
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU's tanh approximation written out (XNNPACK's GELU is the erf form only)."""
+    return 0.5 * x * (1.0 + torch.tanh(_GELU_TANH_C * (x + 0.044715 * (x * x * x))))
+
+
+def _rewrite_vision_ops(model: nn.Module) -> int:
+    from edgevlm.models.vit import ACTIVATIONS, ViTAttention
+
+    tanh_gelus = {id(ACTIVATIONS["gelu_pytorch_tanh"]), id(ACTIVATIONS["gelu_new"])}
+    n = 0
+    for module in model.modules():
+        if type(module) is ViTAttention:
+            module.forward = types.MethodType(_vit_attention_forward, module)
+            n += 1
+        elif type(module) is nn.LayerNorm:
+            module.forward = types.MethodType(_layernorm_forward, module)
+        if id(getattr(module, "act", None)) in tanh_gelus:
+            module.act = _gelu_tanh
+    return n
 
 
 def _rewrite_decoder_ops(model: nn.Module) -> int:
@@ -200,6 +334,61 @@ def _set_module(root: nn.Module, path: str, module: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, name, module)
 
 
+def _fusable(layers: list) -> bool:
+    """Linears reading one input that can become one: the same integer scheme and input width, no
+    outlier path, biases on all or none."""
+    if not all(type(m) is QuantLinear for m in layers):
+        return False
+    first = layers[0]
+    return all(m.scheme == first.scheme and m.in_features == first.in_features
+               and (m.outlier_idx is None or not m.outlier_idx.numel())
+               and (m.bias is None) == (first.bias is None) for m in layers)
+
+
+def _concat_qweights(layers: list[QuantLinear]) -> tuple[QWeight, torch.Tensor | None]:
+    """The weights of ``layers`` stacked along the output dimension: the same integers and scales, so
+    one linear computes every layer's outputs side by side (exact, also with per-token activation
+    quantization, which depends on the shared input only)."""
+    qws = [m.qweight for m in layers]
+    zeros = None if qws[0].zeros is None else torch.cat([q.zeros for q in qws])
+    fused = QWeight(qws[0].scheme, (sum(q.shape[0] for q in qws), qws[0].shape[1]), torch.cat([q.data for q in qws]),
+                    torch.cat([q.scales for q in qws]), zeros)
+    bias = None if layers[0].bias is None else torch.cat([m.bias.detach() for m in layers])
+    return fused, bias
+
+
+def _fuse_projections(model: nn.Module) -> int:
+    """q/k/v of every attention and gate/up of every gated MLP as one :class:`ETLinear` each.
+
+    Fewer linears mean fewer nodes for ExecuTorch's lowering passes to trace (each quantized linear
+    is five to seven nodes) and fewer kernel calls at run time. Layers whose schemes differ (a recipe
+    rule for one of them) stay separate.
+    """
+    from edgevlm.models.llama.language import MLP, Attention
+    from edgevlm.models.vit import ViTAttention
+
+    groups = {Attention: (("q_proj", "k_proj", "v_proj"), "qkv_proj"),
+              ViTAttention: (("q_proj", "k_proj", "v_proj"), "qkv_proj"),
+              MLP: (("gate_proj", "up_proj"), "gate_up_proj")}
+    n = 0
+    for path, module in list(model.named_modules()):
+        spec = groups.get(type(module))
+        if spec is None:
+            continue
+        names, fused_name = spec
+        layers = [getattr(module, name) for name in names]
+        if not _fusable(layers):
+            continue
+        qw, bias = _concat_qweights(layers)
+        setattr(module, fused_name, ETLinear(qw, bias, f"{path}.{fused_name}"))
+        for name in names:
+            delattr(module, name)
+        if type(module) is MLP:
+            module.forward = types.MethodType(_fused_mlp_forward, module)
+        n += 1
+    return n
+
+
 def executorch_model(model: nn.Module) -> tuple[nn.Module, dict[str, int]]:
     """A copy of the quantized reference with every quantized module in its ExecuTorch form.
 
@@ -210,6 +399,7 @@ def executorch_model(model: nn.Module) -> tuple[nn.Module, dict[str, int]]:
     _ensure_quant_ops()
     model = copy.deepcopy(model)
     counts = {"linear_int4": 0, "linear_int8": 0, "embedding": 0}
+    counts["fused_projections"] = _fuse_projections(model)
     for path, module in list(model.named_modules()):
         if isinstance(module, QuantLinear):
             if module.outlier_idx is not None and module.outlier_idx.numel():
@@ -224,14 +414,16 @@ def executorch_model(model: nn.Module) -> tuple[nn.Module, dict[str, int]]:
             counts["embedding"] += 1
         else:
             continue
-        if isinstance(new, ETLinear):
-            counts[f"linear_{new.scheme.weight}"] += 1
         _set_module(model, path, new)
+    for module in model.modules():
+        if isinstance(module, ETLinear):
+            counts[f"linear_{module.scheme.weight}"] += 1
     counts["attention_rewritten"] = _rewrite_decoder_ops(model)
+    counts["vision_attention_rewritten"] = _rewrite_vision_ops(model)
     from torchao.utils import unwrap_tensor_subclass
 
     unwrap_tensor_subclass(model)  # the subclass weights export as their plain parts
     return model.eval(), counts
 
 
-__all__ = ["ETEmbedding", "ETLinear", "UnsupportedForExecuTorch", "executorch_model"]
+__all__ = ["ETEmbedding", "ETLinear", "ETStepGraph", "StepPositions", "UnsupportedForExecuTorch", "executorch_model"]

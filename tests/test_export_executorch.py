@@ -1,7 +1,8 @@
 """The ExecuTorch target: one .pte lowered to XNNPACK, verified against the quantized reference.
 
 Measured tolerances (teacher-forced over 64 tokens on the 3 verification prompts) are asserted
-here: identical first 16 tokens and >= 95% agreement everywhere; the 8da4w recipe, whose
+here: identical first 16 tokens (a disagreement is allowed only at a near-tie, where the reference's
+margin is below twice the measured logit error) and >= 95% agreement everywhere; the 8da4w recipe, whose
 reference computes XNNPACK's arithmetic, stays within a small logit error (bf16 group scales).
 """
 
@@ -34,7 +35,9 @@ def _export(model, out: Path, recipe: str = "w4g32", **kw) -> dict:
 
 def _check_verification(manifest: dict, max_err: float | None = None) -> dict:
     v = manifest[C.KEY_TARGETS][C.TARGET_EXECUTORCH]["verification"]
-    assert v["first16_identical"], v
+    # identical first 16 tokens, except a near-tie: where the reference's own margin between its token
+    # and the engine's is below twice the measured logit error, XNNPACK's float order may flip it
+    assert v["first16_identical"] or v["first16_max_tie_margin"] < 2 * v["max_abs_logit_error"], v
     assert v["agreement"] >= 0.95, v
     assert all(p["agreement"] >= 0.95 for p in v["prompts"]), v
     if max_err is not None:
@@ -78,6 +81,50 @@ def _check_program(bundle: Path, manifest: dict, vision: bool) -> None:
     assert b"XnnpackBackend" in (bundle / entry["files"][C.METHOD_PREFILL]).read_bytes()
 
 
+def test_lowering_shortcuts_keep_the_program_identical():
+    """The lowering shortcuts (XNNPACK passes that change nothing skip their re-trace; no per-node check of
+    preserved ops that all pass it) emit the same bytes, on a graph where some passes do change things
+    (a conv: channels-last reshapes) and most do not."""
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    from edgevlm.export.executorch_modules import ETLinear
+    from edgevlm.export.targets import executorch as target
+    from edgevlm.export.targets.executorch import _xnnpack_skips_unchanged_retraces
+    from edgevlm.quant.qtensor import quantize_weight
+    from edgevlm.quant.recipe import Scheme
+
+    torch.manual_seed(0)
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 16, 4, stride=4)
+            self.fc = ETLinear(quantize_weight(torch.randn(16, 32), Scheme.parse("int4:g32")), None, "fc")
+
+        def forward(self, x):
+            h = self.conv(x).flatten(2).transpose(1, 2)  # [1, 4, 16]
+            return torch.softmax(self.fc(torch.cat([h, h], -1)), -1)
+
+    from torchao.utils import unwrap_tensor_subclass
+
+    toy = unwrap_tensor_subclass(Toy().eval())
+    args = (torch.randn(1, 3, 8, 8),)
+
+    def lower(partitioner) -> bytes:
+        ep = torch.export.export(toy, args, strict=False)
+        return to_edge_transform_and_lower(ep, partitioner=[partitioner]).to_executorch().buffer
+
+    plain = lower(XnnpackPartitioner())
+    with _xnnpack_skips_unchanged_retraces():
+        shortcut = lower(target.partitioner())
+    assert shortcut == plain
+    from executorch.backends.xnnpack._passes.xnnpack_pass import XNNPACKPass
+
+    assert "call" not in XNNPACKPass.__dict__  # restored
+
+
 def test_llama_8da4w_matches_reference_closely(llama_dir, tmp_path):
     """The 8da4w recipe computes XNNPACK's arithmetic in PyTorch: near-identical logits."""
     out = tmp_path / "llama.evlm"
@@ -100,7 +147,8 @@ def test_llama_w4g32_weight_only_within_tolerance(llama_dir, tmp_path):
 @pytest.mark.parametrize("fixture", ["smolvlm_dir", "llava_dir"])
 def test_tiny_vlms(fixture, request, tmp_path):
     out = tmp_path / "vlm.evlm"
-    manifest = _export(request.getfixturevalue(fixture), out, "w4g32", max_context=256, chunk_size=32)
+    context = 320 if fixture == "smolvlm_dir" else 256  # SmolVLM's image prompt is 214 tokens, + 64 generated
+    manifest = _export(request.getfixturevalue(fixture), out, "w4g32", max_context=context, chunk_size=32)
     _check_verification(manifest)
     _check_program(out, manifest, vision=True)
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -78,9 +79,10 @@ def constant_methods(manifest: dict) -> dict:
 
 
 def _graphs(model, ctx: ExportContext) -> dict:
-    from ..graphs import StepGraph, TokenEmbeddingGraph, VisionEncoderGraph
+    from ..executorch_modules import ETStepGraph
+    from ..graphs import TokenEmbeddingGraph, VisionEncoderGraph
 
-    step = StepGraph(model)
+    step = ETStepGraph(model)
     graphs = {C.METHOD_TOKEN_EMBEDDING: TokenEmbeddingGraph(model), C.METHOD_PREFILL: step, C.METHOD_DECODE: step}
     if C.METHOD_VISION_ENCODER in ctx.methods:
         graphs = {C.METHOD_VISION_ENCODER: VisionEncoderGraph(model), **graphs}
@@ -110,6 +112,68 @@ def _count_ops(ep) -> tuple[int, Counter]:
     return delegates, ops
 
 
+def partitioner():
+    """XNNPACK's partitioner, telling ExecuTorch that the ops it keeps from decomposition need no
+    per-node check when every one of them already passes that check.
+
+    ``to_edge_transform_and_lower`` decomposes a program three times for a partitioner with a
+    per-node check (preserve, mark the nodes that pass, decompose the rest) and once when there
+    is none. In our graphs every preserved node (quantized linears, torchao's quantization ops)
+    passes XNNPACK's check, so the answer is the same and two whole-graph decompositions are
+    saved; a graph with a node that fails the check keeps the checked path.
+    """
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    class Partitioner(XnnpackPartitioner):
+        def ops_to_not_decompose(self, ep):
+            ops, check = super().ops_to_not_decompose(ep)
+            if check is None:
+                return ops, None
+            targets = set(ops)
+            kept = [n for n in ep.graph.nodes if n.op == "call_function" and n.target in targets]
+            return (ops, None) if all(check(n) for n in kept) else (ops, check)
+
+    return Partitioner()
+
+
+@contextmanager
+def _xnnpack_skips_unchanged_retraces():
+    """XNNPACK's preprocessing runs 17 passes over every delegated graph, and each of its own passes
+    ends by re-tracing the whole graph with fake tensors (``ExportPass.call``) *whether or not it
+    changed anything*; most change nothing in a decoder (batch norm, PReLU, upsampling, conv1d,
+    SDPA patterns, ...). That re-tracing was over half the lowering time of a 30-layer decoder.
+    Inside this context, an XNNPACK pass whose graph is structurally unchanged (the same nodes,
+    targets and arguments as when the pass started) returns it as is instead of re-tracing it; a
+    pass that changed something re-traces as before. The lowered program is byte-identical
+    (tests/test_export_executorch.py checks it)."""
+    from executorch.backends.xnnpack._passes.xnnpack_pass import XNNPACKPass
+    from executorch.exir.pass_base import ExportPass
+    from torch.fx.passes.infra.pass_base import PassResult
+
+    def fingerprint(graph) -> tuple:
+        return tuple(node.format_node() for node in graph.nodes)
+
+    def requires(self, graph_module):
+        self._evlm_fingerprint = fingerprint(graph_module.graph)
+
+    def call(self, graph_module):  # what XNNPACK passes reach through super().call(...)
+        before = getattr(self, "_evlm_fingerprint", None)
+        if before is not None and fingerprint(graph_module.graph) == before:
+            return PassResult(graph_module, False)
+        return ExportPass.call(self, graph_module)
+
+    saved = {name: XNNPACKPass.__dict__.get(name) for name in ("requires", "call")}
+    XNNPACKPass.requires, XNNPACKPass.call = requires, call
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                delattr(XNNPACKPass, name)
+            else:
+                setattr(XNNPACKPass, name, value)
+
+
 def _with_aliases(edge, meta: dict):
     """The lowered programs again under the runner's names (lowered once; the emitted methods share the
     delegate's weights through the named data store)."""
@@ -123,7 +187,6 @@ def _with_aliases(edge, meta: dict):
 def export(ctx: ExportContext, out: Path) -> TargetResult:
     """Export the reference's graphs to ``out/model.pte`` (XNNPACK, 8da4w) with metadata constant methods."""
     import torch
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     from ..executorch_modules import executorch_model
@@ -143,7 +206,8 @@ def export(ctx: ExportContext, out: Path) -> TargetResult:
 
     t = time.perf_counter()
     meta = constant_methods(ctx.manifest)
-    edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()], constant_methods=meta)
+    with _xnnpack_skips_unchanged_retraces():
+        edge = to_edge_transform_and_lower(programs, partitioner=[partitioner()], constant_methods=meta)
     edge = _with_aliases(edge, meta)
     delegation = {}
     for method in edge.methods:

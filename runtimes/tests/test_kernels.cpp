@@ -380,7 +380,7 @@ void test_threadpool_and_errors() {
 void test_q4_extremes() {
   const Kernels& s = *kernels_by_name("scalar");
   ThreadPool pool(2);
-  for (int M : {1, 9}) {
+  for (int M : {1, 2, 3, 9}) {
     const int O = 32, K = 256;
     Q4Layer L = make_q4(O, K, 32, false, false);
     for (int o = 0; o < O; ++o)

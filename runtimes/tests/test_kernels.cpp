@@ -404,6 +404,33 @@ void test_q4_extremes() {
   }
 }
 
+// attend_f16 on half keys/values gives the bits of the same set's attend on the converted rows.
+void test_attention_f16() {
+  int sets = 0;
+  for (const Kernels* k : simd_sets()) {
+    if (!k->attend_f16) continue;
+    ++sets;
+    for (const int hd : {64, 40, 8, 12})
+      for (const int G : {1, 2, 3})
+        for (const int n : {1, 3, 4, 17, 130}) {
+          const size_t ld = hd + 8;
+          std::vector<float> q = randn(size_t(G) * hd), kk = randn(size_t(n) * ld, 2.0f), v = randn(size_t(n) * ld);
+          std::vector<uint16_t> kh(kk.size()), vh(v.size());
+          k->f32_to_f16(kk.data(), kh.data(), kk.size());
+          k->f32_to_f16(v.data(), vh.data(), v.size());
+          k->f16_to_f32(kh.data(), kk.data(), kk.size());
+          k->f16_to_f32(vh.data(), v.data(), v.size());
+          std::vector<float> sc(size_t(G) * n), o_ref(size_t(G) * hd), o(size_t(G) * hd);
+          k->attend(q.data(), kk.data(), v.data(), ld, n, hd, G, 0.125f, sc.data(), o_ref.data());
+          k->attend_f16(q.data(), kh.data(), vh.data(), ld, n, hd, G, 0.125f, sc.data(), o.data());
+          const bool ok = same_bits(o, o_ref);
+          CHECK(ok);
+          if (!ok) std::fprintf(stderr, "  %s attend_f16: hd%d G%d n%d differs\n", k->name, hd, G, n);
+        }
+  }
+  std::printf("attend_f16: %d SIMD sets\n", sets);
+}
+
 // attend and silu_mul: every set within float rounding of the reference (ragged n, hd, groups).
 void test_attention_and_silu() {
   const Kernels& s = *kernels_by_name("scalar");
@@ -442,6 +469,7 @@ int main() {
   test_q4_extremes();
   test_q8();
   test_attention_and_silu();
+  test_attention_f16();
   test_float();
   test_fp16();
   test_threadpool_and_errors();

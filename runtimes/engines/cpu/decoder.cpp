@@ -79,7 +79,8 @@ static inline void rope(float* x, const float* cs, const float* sn, int half) {
 
 // q [C, nh*hd] (row stride ldq) attends over the cache (keys and values of this chunk already
 // written) into att_ [C, nh*hd]. Tasks are (kv head, row) pairs split contiguously over the pool;
-// a part converts its kv head's keys and values to float once for all its rows.
+// a part converts its kv head's keys and values to float once for all its rows, or, with an fp16
+// cache and a kernel set that has attend_f16, reads them in place.
 void LlamaDecoder::attention(Compute& c, int layer, const int32_t* positions, int C, const float* q, size_t ldq) {
   const int nh = cfg_.heads, kvh = cfg_.kv_heads, hd = cfg_.head_dim, groups = nh / kvh;
   const int ctx = cache_.max_context();
@@ -90,19 +91,26 @@ void LlamaDecoder::attention(Compute& c, int layer, const int32_t* positions, in
   ThreadPool* pool = c.pool_for(work);
   const int parts = pool ? std::min(pool->size(), tasks) : 1;
   if (static_cast<int>(part_scratch_.size()) < parts) part_scratch_.resize(parts);
+  const bool in_place = c.k->attend_f16 != nullptr && cache_.f16_rows(0, layer, 0) != nullptr;
   auto run = [&](int part) {
     std::vector<float>& s = part_scratch_[part];
-    const size_t need = (2 * static_cast<size_t>(hd) + groups) * ctx;
+    const size_t need = (in_place ? 0 : 2 * static_cast<size_t>(hd) * ctx) + static_cast<size_t>(groups) * ctx;
     if (s.size() < need) s.resize(need);
-    float* kbuf = s.data();
+    float* scores = s.data();
+    float* kbuf = scores + static_cast<size_t>(groups) * ctx;  // float copies of keys and values (not in place)
     float* vbuf = kbuf + static_cast<size_t>(ctx) * hd;
-    float* scores = vbuf + static_cast<size_t>(ctx) * hd;
     const int t0 = static_cast<int>(static_cast<int64_t>(tasks) * part / parts);
     const int t1 = static_cast<int>(static_cast<int64_t>(tasks) * (part + 1) / parts);
     int loaded = -1;
     const float *keys = nullptr, *values = nullptr;
     for (int t = t0; t < t1; ++t) {
       const int kv = t / C, row = t % C;
+      const size_t off = static_cast<size_t>(kv) * groups * hd;
+      if (in_place) {  // the fp16 cache read where it lies: no float copy of every position
+        c.k->attend_f16(q + row * ldq + off, cache_.f16_rows(0, layer, kv), cache_.f16_rows(1, layer, kv), hd,
+                        positions[row] + 1, hd, groups, scale, scores, att_.data() + static_cast<size_t>(row) * nh * hd + off);
+        continue;
+      }
       if (kv != loaded) {
         int n = 0;  // positions this part's rows of kv head `kv` need
         for (int u = t; u < t1 && u / C == kv; ++u) n = std::max(n, positions[u % C] + 1);
@@ -110,7 +118,6 @@ void LlamaDecoder::attention(Compute& c, int layer, const int32_t* positions, in
         values = cache_.read_rows(1, layer, kv, n, vbuf, *c.k);
         loaded = kv;
       }
-      const size_t off = static_cast<size_t>(kv) * groups * hd;
       c.k->attend(q + row * ldq + off, keys, values, hd, positions[row] + 1, hd, groups, scale, scores,
                   att_.data() + static_cast<size_t>(row) * nh * hd + off);
     }

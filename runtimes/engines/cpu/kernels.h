@@ -110,6 +110,10 @@ struct Kernels {
                  float* scores, float* out);
   /// y[i] = silu(g[i]) * u[i] = g / (1 + exp(-g)) * u (the SwiGLU gate; y may alias g).
   void (*silu_mul)(const float* g, const float* u, float* y, size_t n);
+  /// `attend` with keys and values stored as IEEE half (the fp16 KV cache, read in place); the same
+  /// bits as `attend` on the converted rows. Null in sets without one (callers convert first).
+  void (*attend_f16)(const float* q, const uint16_t* k, const uint16_t* v, size_t ldkv, int n, int hd, int G,
+                     float scale, float* scores, float* out);
 };
 
 /// The kernels this process uses: the best set the CPU supports, or the one EDGEVLM_KERNELS names

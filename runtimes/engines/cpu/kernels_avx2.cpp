@@ -665,16 +665,27 @@ inline __m256 exp_ps(__m256 x) {
   return _mm256_mul_ps(_mm256_mul_ps(e, pow2), extra);
 }
 
+// Keys and values are read as float32 or IEEE half (the fp16 KV cache read in place: the
+// conversion is exact, so both give the same bits).
+inline __m256 load_kv(const float* p, int n) { return load_upto(p, n); }
+inline __m256 load_kv(const uint16_t* p, int n) {
+  if (n >= 8) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  if (n <= 0) return _mm256_setzero_ps();
+  alignas(16) uint16_t tmp[8] = {};
+  std::memcpy(tmp, p, sizeof(uint16_t) * n);
+  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(tmp)));
+}
+
 // The dots of NQ query rows (q, q + hd) with 4 key rows: res[i] lane j = q_i . k_j.
-template <int NQ>
-inline void dots_4keys(const float* q, int hd, const float* k0, size_t ld, __m128* res) {
+template <int NQ, class T>
+inline void dots_4keys(const float* q, int hd, const T* k0, size_t ld, __m128* res) {
   __m256 a[NQ][4];
   for (int i = 0; i < NQ; ++i)
     for (int j = 0; j < 4; ++j) a[i][j] = _mm256_setzero_ps();
   for (int d = 0; d < hd; d += 8) {
     const int n = hd - d;
     __m256 kv[4];
-    for (int j = 0; j < 4; ++j) kv[j] = load_upto(k0 + j * ld + d, n);
+    for (int j = 0; j < 4; ++j) kv[j] = load_kv(k0 + j * ld + d, n);
     for (int i = 0; i < NQ; ++i) {
       const __m256 qv = load_upto(q + size_t(i) * hd + d, n);
       for (int j = 0; j < 4; ++j) a[i][j] = _mm256_fmadd_ps(qv, kv[j], a[i][j]);
@@ -686,9 +697,19 @@ inline void dots_4keys(const float* q, int hd, const float* k0, size_t ld, __m12
   }
 }
 
+// One key row at a time (the tail): dot_f32's order on float keys.
+inline float dot_kv(const float* q, const float* k, int hd) { return dot_f32(q, k, hd); }
+inline float dot_kv(const float* q, const uint16_t* k, int hd) {
+  float row_local[256];
+  std::vector<float> row_store;
+  float* row = hd <= 256 ? row_local : (row_store.resize(size_t(hd)), row_store.data());
+  for (int d = 0; d < hd; d += 8) store_upto(row + d, hd - d, load_kv(k + d, hd - d));
+  return dot_f32(q, row, hd);
+}
+
 // scores [NQ, n] = scale * q [NQ, hd] . k[j]
-template <int NQ>
-void scores_rows(const float* q, const float* k, size_t ldkv, int n, int hd, float scale, float* scores) {
+template <int NQ, class T>
+void scores_rows(const float* q, const T* k, size_t ldkv, int n, int hd, float scale, float* scores) {
   int j = 0;
   for (; j + 4 <= n; j += 4) {
     __m128 r[NQ];
@@ -696,21 +717,21 @@ void scores_rows(const float* q, const float* k, size_t ldkv, int n, int hd, flo
     for (int i = 0; i < NQ; ++i) _mm_storeu_ps(scores + size_t(i) * n + j, _mm_mul_ps(r[i], _mm_set1_ps(scale)));
   }
   for (; j < n; ++j)
-    for (int i = 0; i < NQ; ++i) scores[size_t(i) * n + j] = dot_f32(q + size_t(i) * hd, k + size_t(j) * ldkv, hd) * scale;
+    for (int i = 0; i < NQ; ++i) scores[size_t(i) * n + j] = dot_kv(q + size_t(i) * hd, k + size_t(j) * ldkv, hd) * scale;
 }
 
 // out [NQ, hd] (dims [d0, d0 + nd), nd <= 32) = sum_j p[i][j] v[j] * inv[i]
-template <int NQ>
-void weighted_values(const float* p, int n, const float* v, size_t ldkv, int hd, int d0, int nd, const float* inv,
+template <int NQ, class T>
+void weighted_values(const float* p, int n, const T* v, size_t ldkv, int hd, int d0, int nd, const float* inv,
                      float* out) {
   __m256 acc[NQ][4];
   for (int i = 0; i < NQ; ++i)
     for (int c = 0; c < 4; ++c) acc[i][c] = _mm256_setzero_ps();
   const int nc = (nd + 7) / 8;
   for (int j = 0; j < n; ++j) {
-    const float* vj = v + size_t(j) * ldkv + d0;
+    const T* vj = v + size_t(j) * ldkv + d0;
     __m256 vv[4];
-    for (int c = 0; c < 4; ++c) vv[c] = c < nc ? load_upto(vj + 8 * c, nd - 8 * c) : _mm256_setzero_ps();
+    for (int c = 0; c < 4; ++c) vv[c] = c < nc ? load_kv(vj + 8 * c, nd - 8 * c) : _mm256_setzero_ps();
     for (int i = 0; i < NQ; ++i) {
       const __m256 pj = _mm256_set1_ps(p[size_t(i) * n + j]);
       for (int c = 0; c < 4; ++c) acc[i][c] = _mm256_fmadd_ps(pj, vv[c], acc[i][c]);
@@ -721,10 +742,9 @@ void weighted_values(const float* p, int n, const float* v, size_t ldkv, int hd,
       store_upto(out + size_t(i) * hd + d0 + 8 * c, nd - 8 * c, _mm256_mul_ps(acc[i][c], _mm256_set1_ps(inv[i])));
 }
 
-}  // namespace
-
-void attend_avx2(const float* q, const float* k, const float* v, size_t ldkv, int n, int hd, int G, float scale,
-                 float* scores, float* out) {
+template <class T>
+void attend_t(const float* q, const T* k, const T* v, size_t ldkv, int n, int hd, int G, float scale, float* scores,
+              float* out) {
   int g = 0;
   for (; g + 2 <= G; g += 2) scores_rows<2>(q + size_t(g) * hd, k, ldkv, n, hd, scale, scores + size_t(g) * n);
   if (g < G) scores_rows<1>(q + size_t(g) * hd, k, ldkv, n, hd, scale, scores + size_t(g) * n);
@@ -757,6 +777,18 @@ void attend_avx2(const float* q, const float* k, const float* v, size_t ldkv, in
   }
 }
 
+}  // namespace
+
+void attend_avx2(const float* q, const float* k, const float* v, size_t ldkv, int n, int hd, int G, float scale,
+                 float* scores, float* out) {
+  attend_t(q, k, v, ldkv, n, hd, G, scale, scores, out);
+}
+
+void attend_f16_avx2(const float* q, const uint16_t* k, const uint16_t* v, size_t ldkv, int n, int hd, int G,
+                     float scale, float* scores, float* out) {
+  attend_t(q, k, v, ldkv, n, hd, G, scale, scores, out);
+}
+
 void silu_mul_avx2(const float* g, const float* u, float* y, size_t n) {
   const __m256 one = _mm256_set1_ps(1.0f);
   size_t i = 0;
@@ -771,7 +803,7 @@ void silu_mul_avx2(const float* g, const float* u, float* y, size_t n) {
 const Kernels* avx2_kernels() {
   static const Kernels k{"avx2",      quantize_token, quantize_block32, gemm_q4,    gemm_q8,    gemm_q4_f32,
                          gemm_q8_f32, gemm_f32,       dot_f32,          f32_to_f16, f16_to_f32,
-                         attend_avx2, silu_mul_avx2};
+                         attend_avx2, silu_mul_avx2,  attend_f16_avx2};
   return &k;
 }
 

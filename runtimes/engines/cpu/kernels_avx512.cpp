@@ -328,7 +328,7 @@ void f16_to_f32(const uint16_t* h, float* x, size_t n) {
 const Kernels* avx512_kernels() {
   static const Kernels k{"avx512",    quantize_token, quantize_block32, gemm_q4,    gemm_q8,    gemm_q4_f32,
                          gemm_q8_f32, gemm_f32,       dot_f32,          f32_to_f16, f16_to_f32,
-                         attend_avx2, silu_mul_avx2};
+                         attend_avx2, silu_mul_avx2,  attend_f16_avx2};
   return &k;
 }
 

@@ -24,6 +24,8 @@ void attend_ref(const float* q, const float* k, const float* v, size_t ldkv, int
 void silu_mul_ref(const float* g, const float* u, float* y, size_t n);
 #if defined(__x86_64__) || defined(_M_X64)
 // The AVX2 versions (kernels_avx2.cpp), which the AVX-512 set shares.
+void attend_f16_avx2(const float* q, const uint16_t* k, const uint16_t* v, size_t ldkv, int n, int hd, int G,
+                     float scale, float* scores, float* out);
 void attend_avx2(const float* q, const float* k, const float* v, size_t ldkv, int n, int hd, int G, float scale,
                  float* scores, float* out);
 void silu_mul_avx2(const float* g, const float* u, float* y, size_t n);

@@ -190,7 +190,7 @@ void silu_mul_ref(const float* g, const float* u, float* y, size_t n) {
 const Kernels* scalar_kernels() {
   static const Kernels k{"scalar",    quantize_token, quantize_block32, gemm_q4,    gemm_q8,    gemm_q4_f32,
                          gemm_q8_f32, gemm_f32,       dot_f32,          f32_to_f16, f16_to_f32,
-                         attend_ref,  silu_mul_ref};
+                         attend_ref,  silu_mul_ref,  nullptr};
   return &k;
 }
 

@@ -28,6 +28,10 @@ class KvCache {
   /// Positions [0, n) of (layer, head) as float rows [n, head_dim]: a pointer into the cache (f32)
   /// or `tmp` [n * head_dim] filled.
   const float* read_rows(int which, int layer, int head, int n, float* tmp, const Kernels& k) const;
+  /// The fp16 rows of (layer, head) in place ([max_context, head_dim]); null unless the cache is fp16.
+  const uint16_t* f16_rows(int which, int layer, int head) const {
+    return dtype_ == KvDtype::f16 ? f16_.data() + index(which, layer, head, 0) * dim_ : nullptr;
+  }
 
  private:
   size_t index(int which, int layer, int head, int pos) const {

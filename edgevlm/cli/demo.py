@@ -97,6 +97,7 @@ def main(args: argparse.Namespace) -> int:
     from ..export.base import missing_toolchain, target_module
     from .inspect import print_targets
 
+    started = time.perf_counter()
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = sorted(set(targets) - set(C.TARGETS))
     if unknown:
@@ -145,7 +146,8 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"model": args.model, "bundle": str(args.bundle), "image": str(args.image_out), "seed": scene.seed,
                     "backends": ran, "questions": records, "benchmark": bench, "not_run": not_run,
-                    "export_report": manifest.get("export_report", [])})
+                    "export_report": manifest.get("export_report", []),
+                    "seconds": round(time.perf_counter() - started, 1)})
         return 0 if ran else 1
     print_targets(args.bundle, manifest)
     shapes = f"{len(scene.shapes)} shape{'s' if len(scene.shapes) > 1 else ''}"
@@ -166,6 +168,7 @@ def main(args: argparse.Namespace) -> int:
                           f"{bench[b]['decode_tps']:.0f}", f"{bench[b]['correct']}/{len(questions)}"] for b in ran]))
     for name, why in not_run.items():
         console.print(f"[dim]{name}: {why}[/]")
+    console.print(f"[dim]demo finished in {time.perf_counter() - started:.0f} s[/]")
     return 0 if ran else 1
 
 

@@ -92,10 +92,12 @@ def test_elf_machine_reads_the_header(tmp_path):
 
 
 # --- through TVM ----------------------------------------------------------------------------------
-def test_int4_linear_and_last_row_select_through_tvm():
-    """The int4 unpacking (bitwise ops) and ``x[:, -1]`` compile and match PyTorch."""
+@pytest.mark.parametrize("scheme", ["int4:g32", "int4:g32:a=token"])
+def test_int4_linear_and_last_row_select_through_tvm(scheme):
+    """The int4 unpacking (bitwise ops), per-token activation quantization (amin/amax) and ``x[:, -1]``
+    compile and match PyTorch."""
     torch.manual_seed(0)
-    layer = QuantLinear(quantize_weight(torch.randn(24, 64), Scheme.parse("int4:g32")))
+    layer = QuantLinear(quantize_weight(torch.randn(24, 64), Scheme.parse(scheme)))
 
     class LastRow(torch.nn.Module):
         def __init__(self):

@@ -57,7 +57,9 @@ def _converters() -> dict:
 
     - ``__rshift__`` (the int4 unpacking's high nibble) is missing;
     - ``select(dim, i)`` with a negative ``i`` (``hidden[:, -1]``) becomes a ``take`` that reads
-      out of bounds (garbage logits): the index is made non-negative first.
+      out of bounds (garbage logits): the index is made non-negative first;
+    - ``amin`` / ``amax`` (the row range of per-token activation quantization, recipe ``8da4w``)
+      are missing: Relax ``min`` / ``max`` over the same dims.
     """
     from tvm import relax
 
@@ -70,7 +72,17 @@ def _converters() -> dict:
             index += int(node.args[0].meta["val"].shape[dim])
         return importer.block_builder.emit(relax.op.take(x, relax.const(index, "int64"), dim))
 
-    return {"__rshift__.Scalar": right_shift, "bitwise_right_shift.Tensor_Scalar": right_shift, "select.int": select}
+    def reduction(op):  # amin / amax (per-token activation quantization): Relax min / max over the dims
+        def convert(node, importer):
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", ())
+            keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+            axis = None if dim in (None, (), []) else (list(dim) if isinstance(dim, (list, tuple)) else [dim])
+            return importer.block_builder.emit(op(importer.env[node.args[0]], axis=axis, keepdims=bool(keepdim)))
+
+        return convert
+
+    return {"__rshift__.Scalar": right_shift, "bitwise_right_shift.Tensor_Scalar": right_shift, "select.int": select,
+            "amin.default": reduction(relax.op.min), "amax.default": reduction(relax.op.max)}
 
 
 def _canonical_names(model: torch.nn.Module) -> dict[int, str]:

@@ -106,6 +106,18 @@ SafeTensors SafeTensors::open(const std::string& path) {
   return t;
 }
 
+void SafeTensors::release_pages() const {
+  if (map_ && map_->addr != nullptr) madvise(map_->addr, map_->size, MADV_DONTNEED);
+}
+
+void SafeTensors::release_pages(const TensorView& t) const {
+  if (!map_ || map_->addr == nullptr || t.nbytes == 0) return;
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = (reinterpret_cast<uintptr_t>(t.data) + page - 1) / page * page;
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(t.data) + t.nbytes) / page * page;
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
 SafeTensors SafeTensors::from_buffer(const uint8_t* data, size_t size, const std::string& name) {
   SafeTensors t;
   t.path_ = name;

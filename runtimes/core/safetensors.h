@@ -67,6 +67,13 @@ class SafeTensors {
   // Missing name -> Error(kCorruptFile) naming the file and the key.
   const TensorView& get(const std::string& name) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // Drops the mapped pages this process has touched from its resident set (MADV_DONTNEED on the
+  // read-only private mapping): views stay valid, a later read faults the page in again from the
+  // page cache. For after weights were repacked into owned buffers. No-op for from_buffer.
+  void release_pages() const;
+  // The same for the whole pages inside one tensor's bytes (after it was copied out), so the
+  // mapping and the copy are never both resident: peak memory stays near the model's size.
+  void release_pages(const TensorView& t) const;
 
   // The tensor `name`, checked to have `dtype` and `shape` (-1 = any size in that dimension; an
   // empty `shape` argument with any_shape = true skips the shape check). Throws Error(kCorruptFile)

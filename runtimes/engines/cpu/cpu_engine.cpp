@@ -43,6 +43,9 @@ std::unique_ptr<CpuEngine> CpuEngine::load(const Bundle& bundle, const EngineOpt
     e->vision_ = std::make_unique<VisionPipeline>();
     e->vision_->load(ws, e->family_, m["vision_config"], m.value("projector_config", nlohmann::json::object()), tc.hidden);
   }
+  // The linears now hold repacked copies; what still reads the mapping (embedding rows) faults in
+  // only the pages it touches. Without this the whole file would stay resident beside its copy.
+  e->weights_.release_pages();
   return e;
 }
 

@@ -103,7 +103,9 @@ const TensorView& WeightSource::get(const std::string& ours) const {
 Floats WeightSource::floats(const std::string& name, const std::vector<int64_t>& shape) const {
   const TensorView& t = get(name);
   check_shape(t, shape, st_.path());
-  return to_floats(t);
+  Floats out = to_floats(t);
+  st_.release_pages(t);
+  return out;
 }
 
 Linear WeightSource::linear(const std::string& path, int out, int in, bool bias) const {
@@ -136,6 +138,7 @@ Linear WeightSource::linear(const std::string& path, int out, int in, bool bias)
     if (l.act == ActScheme::static_) fail(ErrorCode::kUnsupported, path + ": static activations with int4 weights");
     l.kind = WeightKind::q4;
     l.q4 = pack_q4(qd, out, kp, g, sc.data, fp16, z);
+    st_.release_pages(get(path + ".qdata"));
   } else if (q->bits == 8) {
     if (g != in) fail(ErrorCode::kUnsupported, path + ": int8 weights with groups (only per-channel int8 is supported)");
     const int8_t* qd = st_.expect<int8_t>(resolve(path + ".qdata"), {out, in});
@@ -143,6 +146,7 @@ Linear WeightSource::linear(const std::string& path, int out, int in, bool bias)
     if (l.act == ActScheme::group32) fail(ErrorCode::kUnsupported, path + ": int8 weights with group32 activations");
     l.kind = WeightKind::q8;
     l.q8 = pack_q8(qd, out, in, sc.data, fp16);
+    st_.release_pages(get(path + ".qdata"));
     if (l.act == ActScheme::static_) {
       l.act_scale = floats(path + ".act_scale", {})[0];
       const int n = q->outliers;
@@ -187,11 +191,13 @@ Linear WeightSource::tied_head(const std::string& embed_path, const std::string&
     const uint8_t* z = e->symmetric ? nullptr : st_.expect<uint8_t>(resolve(embed_path + ".zeros"), {vocab, kp / g});
     l.kind = WeightKind::q4;
     l.q4 = pack_q4(qd, vocab, kp, g, sc.data, fp16, z);
+    st_.release_pages(get(embed_path + ".qdata"));  // the embedding's row lookups fault in what they read
   } else if (e->bits == 8 && g == hidden) {
     const int8_t* qd = st_.expect<int8_t>(resolve(embed_path + ".qdata"), {vocab, hidden});
     st_.expect_raw(resolve(embed_path + ".scales"), sc.dtype, {vocab, 1});
     l.kind = WeightKind::q8;
     l.q8 = pack_q8(qd, vocab, hidden, sc.data, fp16);
+    st_.release_pages(get(embed_path + ".qdata"));  // the embedding's row lookups fault in what they read
   } else {
     fail(ErrorCode::kUnsupported, embed_path + ": embedding scheme " + e->scheme + " as a tied LM head");
   }

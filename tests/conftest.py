@@ -58,6 +58,18 @@ def llava_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mobilevlm_dir(tmp_path_factory) -> Path:
+    """A tiny random MobileVLM v2 (CLIP tower, LDPv2 projector)."""
+    return tiny_models.make_mobilevlm(tmp_path_factory.mktemp("mobilevlm2"), "ldpnetv2")
+
+
+@pytest.fixture(scope="session")
+def mobilevlm_v1_dir(tmp_path_factory) -> Path:
+    """A tiny random MobileVLM v1 (CLIP tower, LDP projector: inverted residuals with squeeze-excitation)."""
+    return tiny_models.make_mobilevlm(tmp_path_factory.mktemp("mobilevlm1"), "ldpnet")
+
+
+@pytest.fixture(scope="session")
 def native_build() -> Path:
     """The C++ runtime built with its test drivers (see tests/native_build.py)."""
     from native_build import build_native

@@ -115,3 +115,22 @@ def test_unknown_tower_name_is_a_clear_error(tmp_path):
 
     with pytest.raises(UnsupportedModelError, match="mm_vision_tower 'tiny-clip-48'.*openai/clip-vit-large-patch14-336"):
         load(d)
+
+
+@pytest.mark.parametrize("fixture", ["mobilevlm_dir", "mobilevlm_v1_dir"])
+def test_native_runtime_answers_as_the_reference(fixture, request, images, tmp_path):
+    """The C++ runtime runs MobileVLM (CLIP tower, LDPv2 / LDP projector) end to end through the
+    SDK: its own tokenizer (BOS from tokenizer_config.json), image preprocessing and prompt splice
+    give the PyTorch reference's greedy tokens."""
+    import edgevlm
+    from edgevlm.export.core import export_bundle
+    from edgevlm.quant.recipe import preset
+
+    bundle = tmp_path / "m.evlm"
+    export_bundle(request.getfixturevalue(fixture), bundle, ["native"], preset("w4g32"), chunk_size=16,
+                  max_context=512, log=lambda s: None)
+    for image in images[:3]:
+        answers = [edgevlm.load(bundle, backend=b).generate("What is in the picture?", images=[image], max_new_tokens=12)
+                   for b in ("torch", "native")]
+        assert answers[0].tokens == answers[1].tokens, image
+        assert answers[0].stats.prompt_tokens == answers[1].stats.prompt_tokens

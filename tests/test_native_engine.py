@@ -124,6 +124,8 @@ CASES = {
     "smolvlm-w4g32": ("smolvlm_dir", "w4g32", True),
     "llava-w4g32": ("llava_dir", "w4g32", True),
     "llava-float": ("llava_dir", None, True),
+    "mobilevlm-ldpv2-w4g32": ("mobilevlm_dir", "w4g32", True),
+    "mobilevlm-ldp-w4g32": ("mobilevlm_v1_dir", "w4g32", True),
     "shapes-vlm-w4g32": ("shapes-vlm", "w4g32", True),
 }
 

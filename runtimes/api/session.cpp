@@ -231,8 +231,9 @@ void Session::prefill_ids(const std::vector<int32_t>& ids, const std::vector<flo
   const std::vector<int64_t> wide(ids.begin(), ids.end());
   std::vector<float> rows(size_t(n) * H);
   engine_->embed(wide.data(), n, rows.data());
-  const int32_t image_id = model_->prompts().config().image_token_id;
-  if (image_id >= 0) merge_image_features(wide.data(), n, image_id, features.data(), feature_rows, H, rows.data());
+  const PromptConfig& pc = model_->prompts().config();
+  const int32_t image_id = pc.image_token_id;
+  if (pc.has_image_token) merge_image_features(wide.data(), n, image_id, features.data(), feature_rows, H, rows.data());
   logits_.assign(engine_->vocab_size(), 0.0f);
   run_prefill(*engine_, rows.data(), n, pos_, model_->chunk_size(), logits_.data(), &stats_.prefill_chunks_ms);
   stats_.prefill_ms = ms_since(t0);

@@ -56,7 +56,10 @@ PromptConfig PromptConfig::from_manifest(const nlohmann::json& m) {
   c.chat = ChatFormat::from_json(m.contains("chat_format") ? m["chat_format"] : nlohmann::json());
   const auto& special = m.at("special_tokens");
   if (special.contains("bos") && special["bos"].is_number_integer()) c.bos_id = special["bos"].get<int32_t>();
-  if (special.contains("image") && special["image"].is_number_integer()) c.image_token_id = special["image"].get<int32_t>();
+  if (special.contains("image") && special["image"].is_number_integer()) {
+    c.image_token_id = special["image"].get<int32_t>();
+    c.has_image_token = true;
+  }
   const auto* pre = m.contains("image_preprocessing") && m["image_preprocessing"].is_object() ? &m["image_preprocessing"] : nullptr;
   if (pre) {
     c.tokens_per_tile = pre->value("tokens_per_tile", 0);
@@ -66,7 +69,7 @@ PromptConfig PromptConfig::from_manifest(const nlohmann::json& m) {
     else if (family == "mobilevlm") c.layout = ImageLayout::kSplice;
     else fail(ErrorCode::kUnsupported, "prompt: no image token layout for family '" + family + "'");
     if (c.tokens_per_tile <= 0) fail(ErrorCode::kCorruptFile, "manifest: image_preprocessing.tokens_per_tile missing");
-    if (c.image_token_id < 0) fail(ErrorCode::kCorruptFile, "manifest: special_tokens.image missing for a vision model");
+    if (!c.has_image_token) fail(ErrorCode::kCorruptFile, "manifest: special_tokens.image missing for a vision model");
   }
   return c;
 }

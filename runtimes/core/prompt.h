@@ -39,7 +39,8 @@ struct PromptConfig {
   ChatFormat chat;
   ImageLayout layout = ImageLayout::kNone;
   int tokens_per_tile = 0;
-  int32_t image_token_id = -1;
+  int32_t image_token_id = -1;  // may be negative: MobileVLM's placeholder is -200, outside the vocabulary
+  bool has_image_token = false;
   int32_t bos_id = -1;
 
   /// From a bundle manifest (family, special_tokens, image_preprocessing, chat_format).

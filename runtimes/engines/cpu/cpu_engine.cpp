@@ -11,7 +11,7 @@ std::unique_ptr<CpuEngine> CpuEngine::load(const Bundle& bundle, const EngineOpt
   std::unique_ptr<CpuEngine> e(new CpuEngine());
   const nlohmann::json& m = bundle.manifest();
   e->family_ = bundle.family();
-  if (e->family_ != "llama" && e->family_ != "smolvlm" && e->family_ != "llava") {
+  if (e->family_ != "llama" && e->family_ != "smolvlm" && e->family_ != "llava" && e->family_ != "mobilevlm") {
     fail(ErrorCode::kUnsupported, "model family '" + e->family_ + "' is not supported by the CPU engine");
   }
   e->weights_ = bundle.weights();

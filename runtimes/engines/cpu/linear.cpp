@@ -72,6 +72,11 @@ std::vector<std::pair<std::string, std::string>> family_prefixes(const std::stri
             {"multi_modal_projector.", "model.multi_modal_projector."},
             {"language_model.", "model.language_model."}, {"language_model.", "language_model.model."}};
   }
+  if (family == "mobilevlm") {
+    return {{"language_model.lm_head.", "lm_head."}, {"vision_tower.", "model.vision_tower.vision_tower.vision_model."},
+            {"vision_tower.", "model.vision_tower.vision_tower."}, {"mm_projector.", "model.mm_projector."},
+            {"language_model.", "model."}};
+  }
   return {};
 }
 

@@ -111,6 +111,42 @@ void VitEncoder::forward(Compute& c, const float* tile, float* out) {
   }
 }
 
+namespace {
+
+// MobileNetV3's squeeze width (mobilevlm/projector.py squeeze_channels): channels / 4 rounded to a
+// multiple of 8, never more than 10% below.
+int squeeze_channels(int channels) {
+  const int v = channels / 4;
+  const int rounded = std::max(8, (v + 4) / 8 * 8);
+  return rounded < 0.9 * v ? rounded + 8 : rounded;
+}
+
+float hardsigmoid(float x) { return std::min(std::max(x + 3.0f, 0.0f), 6.0f) / 6.0f; }
+
+// Depthwise 3x3 conv, padding 1, on channels-last grids: in [side, side, C] -> out [os, os, C],
+// os = (side - 1) / stride + 1; w [C, 9]; bias [C] or null.
+void depthwise3x3(const float* in, int side, int C, int stride, const float* w, const float* bias, float* out) {
+  const int os = (side - 1) / stride + 1;
+  for (int i = 0; i < os; ++i) {
+    for (int j = 0; j < os; ++j) {
+      float* o = out + (static_cast<size_t>(i) * os + j) * C;
+      for (int ch = 0; ch < C; ++ch) o[ch] = bias ? bias[ch] : 0.0f;
+      for (int di = 0; di < 3; ++di) {
+        const int r = i * stride + di - 1;
+        if (r < 0 || r >= side) continue;
+        for (int dj = 0; dj < 3; ++dj) {
+          const int col = j * stride + dj - 1;
+          if (col < 0 || col >= side) continue;
+          const float* x = in + (static_cast<size_t>(r) * side + col) * C;
+          for (int ch = 0; ch < C; ++ch) o[ch] += w[ch * 9 + di * 3 + dj] * x[ch];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
 void VisionPipeline::load(const WeightSource& ws, const std::string& family, const nlohmann::json& vision_config,
                           const nlohmann::json& projector_config, int text_hidden) {
   family_ = family;
@@ -139,6 +175,51 @@ void VisionPipeline::load(const WeightSource& ws, const std::string& family, con
     linear1_ = ws.linear("multi_modal_projector.linear_1", text_hidden, D, bias);
     linear2_ = ws.linear("multi_modal_projector.linear_2", text_hidden, text_hidden, bias);
     mid_.resize(static_cast<size_t>(tokens_per_tile_) * text_hidden);
+  } else if (family == "mobilevlm") {
+    const std::string type = pc.value("projector_type", std::string("ldpnetv2"));
+    if (type != "ldpnet" && type != "ldpnetv2") fail(ErrorCode::kUnsupported, "MobileVLM projector '" + type + "'");
+    if (pc.value("select_feature", std::string("patch")) != "patch") {
+      fail(ErrorCode::kUnsupported, "MobileVLM select_feature other than 'patch'");
+    }
+    encoder_.load(ws, vc, "vision_tower.", true);
+    drop_class_ = true;
+    const int side = vc.patches_per_side(), H = text_hidden;
+    ldp_v2_ = type == "ldpnetv2";
+    proj_act_ = Act::gelu;
+    const std::string mlp = ldp_v2_ ? "mm_projector.mlp.mlp." : "mm_projector.model.mlp.";
+    linear1_ = ws.linear(mlp + (ldp_v2_ ? "0" : "1"), H, D, true);
+    linear2_ = ws.linear(mlp + (ldp_v2_ ? "2" : "3"), H, H, true);
+    if (ldp_v2_) {
+      peg_w_ = ws.floats("mm_projector.peg.peg.0.weight", {H, 1, 3, 3});
+      peg_b_ = ws.floats("mm_projector.peg.peg.0.bias", {H});
+      tokens_per_tile_ = 144;  // LDPv2 pools to 12 x 12
+    } else {
+      const int S = squeeze_channels(H);
+      for (int i = 1; i <= 2; ++i) {
+        const std::string b = "mm_projector.model.mb_block." + std::to_string(i) + ".block.";
+        LdpBlock blk;
+        blk.stride = i;  // the first keeps the grid (residual), the second halves it
+        blk.squeeze = S;
+        blk.dw = ws.floats(b + "0.0.weight", {H, 1, 3, 3});
+        blk.ln1_w = ws.floats(b + "0.1.weight", {H});
+        blk.ln1_b = ws.floats(b + "0.1.bias", {H});
+        blk.se1_w = ws.floats(b + "1.fc1.weight", {S, H, 1, 1});
+        blk.se1_b = ws.floats(b + "1.fc1.bias", {S});
+        blk.se2_w = ws.floats(b + "1.fc2.weight", {H, S, 1, 1});
+        blk.se2_b = ws.floats(b + "1.fc2.bias", {H});
+        blk.pw.path = b + "2.0", blk.pw.in = H, blk.pw.out = H;
+        blk.pw.w_owned = ws.floats(b + "2.0.weight", {H, H, 1, 1});
+        blk.ln2_w = ws.floats(b + "2.1.weight", {H});
+        blk.ln2_b = ws.floats(b + "2.1.bias", {H});
+        ldp_blocks_.push_back(std::move(blk));
+      }
+      const int os = (side - 1) / 2 + 1;
+      tokens_per_tile_ = os * os;
+    }
+    const size_t cells = static_cast<size_t>(side) * side * H;
+    mid_.resize(cells);
+    grid_a_.resize(cells);
+    grid_b_.resize(cells);
   } else {
     fail(ErrorCode::kUnsupported, "vision for model family '" + family + "' is not in the CPU engine yet");
   }
@@ -164,10 +245,89 @@ void VisionPipeline::forward(Compute& c, const float* tile, float* out) {
     proj_.forward(c, shuffled_.data(), tokens_per_tile_, out);
     return;
   }
+  if (family_ == "mobilevlm") {
+    ldp_forward(c, out);
+    return;
+  }
   const float* feats = hidden_.data() + (drop_class_ ? D : 0);
   linear1_.forward(c, feats, tokens_per_tile_, mid_.data());
   for (float& v : mid_) v = activate(proj_act_, v);
   linear2_.forward(c, mid_.data(), tokens_per_tile_, out);
+}
+
+// MobileVLM: the MLP on every patch token, the tokens as a channels-last grid, then LDP's two
+// inverted-residual blocks (v1) or 12 x 12 average pooling and the positional conv (v2).
+void VisionPipeline::ldp_forward(Compute& c, float* out) {
+  const int D = encoder_.config().hidden, H = text_hidden_, side = encoder_.config().patches_per_side();
+  const int n = side * side;
+  const float* feats = hidden_.data() + D;  // "patch": the class token dropped
+  linear1_.forward(c, feats, n, grid_a_.data());
+  for (size_t i = 0; i < static_cast<size_t>(n) * H; ++i) grid_a_[i] = activate(Act::gelu, grid_a_[i]);
+  linear2_.forward(c, grid_a_.data(), n, mid_.data());  // [side, side, H]
+  if (ldp_v2_) {
+    constexpr int G = 12;  // adaptive average pooling to 12 x 12 (2 x 2 windows on the usual 24 x 24)
+    for (int i = 0; i < G; ++i) {
+      const int r0 = i * side / G, r1 = ((i + 1) * side + G - 1) / G;
+      for (int j = 0; j < G; ++j) {
+        const int c0 = j * side / G, c1 = ((j + 1) * side + G - 1) / G;
+        float* o = &grid_a_[(static_cast<size_t>(i) * G + j) * H];
+        std::fill(o, o + H, 0.0f);
+        for (int r = r0; r < r1; ++r)
+          for (int col = c0; col < c1; ++col) {
+            const float* x = &mid_[(static_cast<size_t>(r) * side + col) * H];
+            for (int ch = 0; ch < H; ++ch) o[ch] += x[ch];
+          }
+        const float inv = 1.0f / static_cast<float>((r1 - r0) * (c1 - c0));
+        for (int ch = 0; ch < H; ++ch) o[ch] *= inv;
+      }
+    }
+    depthwise3x3(grid_a_.data(), G, H, 1, peg_w_.data(), peg_b_.data(), out);
+    for (size_t i = 0; i < static_cast<size_t>(G) * G * H; ++i) out[i] += grid_a_[i];
+    return;
+  }
+  float* x = mid_.data();
+  int s = side;
+  for (size_t bi = 0; bi < ldp_blocks_.size(); ++bi) {
+    const LdpBlock& b = ldp_blocks_[bi];
+    const int os = (s - 1) / b.stride + 1, cells = os * os;
+    float* t = grid_a_.data();  // depthwise conv, LayerNorm, Hardswish
+    depthwise3x3(x, s, H, b.stride, b.dw.data(), nullptr, t);
+    for (int p = 0; p < cells; ++p) {
+      float* row = t + static_cast<size_t>(p) * H;
+      layer_norm(row, b.ln1_w.data(), b.ln1_b.data(), H, 1e-5f, row);
+      for (int ch = 0; ch < H; ++ch) row[ch] *= hardsigmoid(row[ch]);  // hardswish = x * hardsigmoid(x)
+    }
+    std::vector<float> mean(H, 0.0f), sq(b.squeeze), scale(H);  // squeeze-excitation
+    for (int p = 0; p < cells; ++p)
+      for (int ch = 0; ch < H; ++ch) mean[ch] += t[static_cast<size_t>(p) * H + ch];
+    for (float& m : mean) m /= static_cast<float>(cells);
+    for (int k = 0; k < b.squeeze; ++k) {
+      float v = b.se1_b[k];
+      for (int ch = 0; ch < H; ++ch) v += b.se1_w[static_cast<size_t>(k) * H + ch] * mean[ch];
+      sq[k] = std::max(v, 0.0f);
+    }
+    for (int ch = 0; ch < H; ++ch) {
+      float v = b.se2_b[ch];
+      for (int k = 0; k < b.squeeze; ++k) v += b.se2_w[static_cast<size_t>(ch) * b.squeeze + k] * sq[k];
+      scale[ch] = hardsigmoid(v);
+    }
+    for (int p = 0; p < cells; ++p)
+      for (int ch = 0; ch < H; ++ch) t[static_cast<size_t>(p) * H + ch] *= scale[ch];
+    const bool last = bi + 1 == ldp_blocks_.size();
+    float* y = last ? out : grid_b_.data();  // pointwise conv, LayerNorm, residual at stride 1
+    b.pw.forward(c, t, cells, y);
+    for (int p = 0; p < cells; ++p) {
+      float* row = y + static_cast<size_t>(p) * H;
+      layer_norm(row, b.ln2_w.data(), b.ln2_b.data(), H, 1e-5f, row);
+      if (b.stride == 1)
+        for (int ch = 0; ch < H; ++ch) row[ch] += x[static_cast<size_t>(p) * H + ch];
+    }
+    if (!last) {
+      std::copy(y, y + static_cast<size_t>(cells) * H, mid_.data());
+      x = mid_.data();
+    }
+    s = os;
+  }
 }
 
 }  // namespace edgevlm::cpu

@@ -1,7 +1,7 @@
 // Vision towers and projectors on the CPU: the pre-norm ViT shared by SigLIP and CLIP
 // (edgevlm/models/vit.py, siglip/vision.py, clip/vision.py) and the projectors that turn its
-// hidden states into decoder embeddings: SmolVLM's pixel shuffle + linear (smolvlm/projector.py)
-// and LLaVA's 2-layer MLP (llava/projector.py).
+// hidden states into decoder embeddings: SmolVLM's pixel shuffle + linear (smolvlm/projector.py),
+// LLaVA's 2-layer MLP (llava/projector.py) and MobileVLM's LDP / LDPv2 (mobilevlm/projector.py).
 #pragma once
 
 #include <string>
@@ -45,6 +45,20 @@ class VitEncoder {
   std::vector<float> patches_, x_, h_, q_, k_, v_, att_, f_, scores_, vt_;
 };
 
+/// One MobileNetV3 inverted-residual block of MobileVLM's LDP, on a channels-last grid
+/// [side, side, C]: depthwise 3x3 conv (stride 1 or 2, padding 1) + channel LayerNorm + Hardswish,
+/// squeeze-excitation (mean, 1x1 conv, ReLU, 1x1 conv, Hardsigmoid), pointwise 1x1 conv + channel
+/// LayerNorm; residual when the stride is 1.
+struct LdpBlock {
+  int stride = 1, squeeze = 0;
+  Floats dw;                      // [C, 9]
+  Floats ln1_w, ln1_b;            // [C]
+  Floats se1_w, se1_b;            // [squeeze, C], [squeeze]
+  Floats se2_w, se2_b;            // [C, squeeze], [C]
+  Linear pw;                      // [C, C], float, no bias
+  Floats ln2_w, ln2_b;            // [C]
+};
+
 /// Image features of one tile: encoder then projector -> [tokens_per_tile, text hidden].
 class VisionPipeline {
  public:
@@ -66,7 +80,12 @@ class VisionPipeline {
   bool drop_class_ = false;
   Act proj_act_ = Act::gelu;
   Linear linear1_, linear2_;
-  std::vector<float> hidden_, shuffled_, mid_;
+  // mobilevlm (linear1_, linear2_ are the MLP; GELU)
+  bool ldp_v2_ = false;
+  std::vector<LdpBlock> ldp_blocks_;  // v1
+  Floats peg_w_, peg_b_;              // v2: depthwise 3x3 [C, 9] with bias, added to its input
+  void ldp_forward(Compute& c, float* out);
+  std::vector<float> hidden_, shuffled_, mid_, grid_a_, grid_b_;
 };
 
 }  // namespace edgevlm::cpu

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Queue
+from queue import Full, Queue
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from .sampling import SamplingParams
 BACKENDS = ("native", "onnxruntime", "executorch", "tvm", "torch")
 _TARGET_OF = {"onnxruntime": C.TARGET_ONNX, "executorch": C.TARGET_EXECUTORCH, "tvm": C.TARGET_TVM,
               "native": C.TARGET_NATIVE}
+
+# How many tokens the native backend's generation thread may run ahead of a stream's reader.
+STREAM_AHEAD = 16
 
 
 @dataclass
@@ -189,22 +192,33 @@ class NativeSession(Session):
             self.session.add_turn(prompt, pictures, self.use_template)
         except self._native.NativeError as e:
             raise InputError(str(e)) from None
-        # generate runs in a thread (the binding releases the GIL), so records stream as they come;
-        # closing the iterator early cancels the generation
-        queue: Queue = Queue()
+        # generate runs in a thread (the binding releases the GIL), so records stream as they come. It
+        # runs at most STREAM_AHEAD tokens ahead of the reader; closing the iterator early makes the
+        # token callback answer False, which cancels the generation where it stands.
+        queue: Queue = Queue(maxsize=STREAM_AHEAD)
+        closed = threading.Event()
         seed = params.seed if params.seed is not None else int(time.time_ns() & 0xFFFFFFFF)
         stats = GenerationStats(backend="native")
         failure: list[BaseException] = []
+
+        def hand_over(item) -> bool:
+            while not closed.is_set():
+                try:
+                    queue.put(item, timeout=0.05)
+                    return True
+                except Full:
+                    continue
+            return False
 
         def work() -> None:
             try:
                 self.session.generate(params.max_new_tokens, params.temperature, params.top_k, params.top_p,
                                       params.repetition_penalty, seed, params.ignore_eos,
-                                      lambda t, piece: queue.put((t, piece)) or True)
+                                      lambda t, piece: hand_over((t, piece)))
             except BaseException as e:  # handed to the consumer below
                 failure.append(e)
             finally:
-                queue.put(None)
+                hand_over(None)
 
         thread = threading.Thread(target=work, name="edgevlm-native-generate", daemon=True)
         thread.start()
@@ -221,6 +235,7 @@ class NativeSession(Session):
             if pending is not None:
                 yield Response(pending[1], pending[0], stats, stats.finish_reason)
         finally:
+            closed.set()
             if thread.is_alive():
                 self.session.cancel()
                 thread.join()

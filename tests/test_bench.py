@@ -85,7 +85,10 @@ def test_numbers_are_positive_and_consistent(run):
             assert v > 0, r
         parts = r.preprocess_ms.median + r.vision_encode_ms.median + r.prefill_ms.median
         assert abs(r.ttft_ms.median - parts) <= 0.05 * r.ttft_ms.median, (r.backend, r.ttft_ms, parts)
-        assert r.prefill_tps.median == pytest.approx(r.prompt_tokens / (r.prefill_ms.median / 1e3), rel=0.25)
+        # each run's tok/s is prompt / its prefill time, so the median tok/s lies within the runs' range
+        # (the median of a ratio is not the ratio of medians: on a busy machine they differ)
+        lo, hi = r.prompt_tokens / (r.prefill_ms.max / 1e3), r.prompt_tokens / (r.prefill_ms.min / 1e3)
+        assert lo * 0.999 <= r.prefill_tps.median <= hi * 1.001, (r.prefill_tps, r.prefill_ms)
         assert r.decode_bandwidth_gbs == pytest.approx(r.decode_bytes_per_token * r.decode_tps.median / 1e9, rel=1e-3,
                                                        abs=1e-4)
         assert r.peak_rss_mb >= r.baseline_rss_mb > 0

@@ -185,7 +185,7 @@ void VisionPipeline::load(const WeightSource& ws, const std::string& family, con
     drop_class_ = true;
     const int side = vc.patches_per_side(), H = text_hidden;
     ldp_v2_ = type == "ldpnetv2";
-    proj_act_ = Act::gelu;
+    proj_act_ = Act::gelu;  // nn.GELU between the two MLP linears
     const std::string mlp = ldp_v2_ ? "mm_projector.mlp.mlp." : "mm_projector.model.mlp.";
     linear1_ = ws.linear(mlp + (ldp_v2_ ? "0" : "1"), H, D, true);
     linear2_ = ws.linear(mlp + (ldp_v2_ ? "2" : "3"), H, H, true);
@@ -262,7 +262,7 @@ void VisionPipeline::ldp_forward(Compute& c, float* out) {
   const int n = side * side;
   const float* feats = hidden_.data() + D;  // "patch": the class token dropped
   linear1_.forward(c, feats, n, grid_a_.data());
-  for (size_t i = 0; i < static_cast<size_t>(n) * H; ++i) grid_a_[i] = activate(Act::gelu, grid_a_[i]);
+  for (size_t i = 0; i < static_cast<size_t>(n) * H; ++i) grid_a_[i] = activate(proj_act_, grid_a_[i]);
   linear2_.forward(c, grid_a_.data(), n, mid_.data());  // [side, side, H]
   if (ldp_v2_) {
     constexpr int G = 12;  // adaptive average pooling to 12 x 12 (2 x 2 windows on the usual 24 x 24)

@@ -63,7 +63,7 @@ class Session:
     def generate(self, prompt: str, images: Sequence[ImageLike] = (), params: SamplingParams | None = None,
                  **sampling) -> Result:
         """A fresh one-turn answer: text, tokens and stats."""
-        return _collect(self.stream(prompt, images, params, **sampling))
+        return collect(self.stream(prompt, images, params, **sampling))
 
     def stream(self, prompt: str, images: Sequence[ImageLike] = (), params: SamplingParams | None = None,
                **sampling) -> Iterator[Response]:
@@ -74,7 +74,7 @@ class Session:
     def chat(self, prompt: str, images: Sequence[ImageLike] = (), params: SamplingParams | None = None,
              **sampling) -> Result:
         """The next turn of the conversation, reusing the KV cache of the turns before it."""
-        return _collect(self._turn(prompt, images, _sampling(params, sampling)))
+        return collect(self._turn(prompt, images, _sampling(params, sampling)))
 
     def chat_stream(self, prompt: str, images: Sequence[ImageLike] = (), params: SamplingParams | None = None,
                     **sampling) -> Iterator[Response]:
@@ -87,7 +87,8 @@ class Session:
         raise NotImplementedError
 
 
-def _collect(records: Iterator[Response]) -> Result:
+def collect(records: Iterator[Response]) -> Result:
+    """A stream's records as one result: the joined text, the tokens and the last stats."""
     pieces, tokens, stats = [], [], GenerationStats()
     for r in records:
         pieces.append(r.text)

@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..generate import stream
 from ..models import load
 from ..sampling import SamplingParams
-from ..sdk import BACKENDS
+from ..sdk import BACKENDS, collect
 from .output import console, err_console, print_json
 
 HELP = "Generate text from a prompt (and images) with a model."
@@ -76,20 +76,19 @@ def main(args: argparse.Namespace) -> int:
         where = str(loaded.path)
     if not chat and not args.json:
         console.print(args.prompt, end="", style="dim", markup=False, highlight=False)  # a continuation: show what it continues
-    pieces, tokens, stats = _echo(records, show=not args.json)
-    text = "".join(pieces)
+    result = collect(_echo(records, show=not args.json))
+    stats = result.stats
     if args.json:
-        print_json({"model": where, "backend": backend, "prompt": args.prompt, "images": args.image, "text": text,
-                    "tokens": tokens, "stats": stats.to_dict() if stats else None})
+        print_json({"model": where, "backend": backend, "prompt": args.prompt, "images": args.image, "text": result.text,
+                    "tokens": result.tokens, "stats": stats.to_dict()})
         return 0
     sys.stdout.write("\n")
     sys.stdout.flush()
-    if stats is not None:
-        err_console.print(
-            f"[dim]{stats.prompt_tokens} prompt tokens, TTFT {stats.ttft_ms:.0f} ms "
-            f"(prefill {stats.prefill_tps:.0f} tok/s); {stats.generated_tokens} tokens at {stats.decode_tps:.1f} tok/s; "
-            f"finish: {stats.finish_reason}; peak RSS {stats.peak_rss_mb:.0f} MB[/]"
-        )
+    err_console.print(
+        f"[dim]{stats.prompt_tokens} prompt tokens, TTFT {stats.ttft_ms:.0f} ms "
+        f"(prefill {stats.prefill_tps:.0f} tok/s); {stats.generated_tokens} tokens at {stats.decode_tps:.1f} tok/s; "
+        f"finish: {stats.finish_reason}; peak RSS {stats.peak_rss_mb:.0f} MB[/]"
+    )
     return 0
 
 
@@ -141,36 +140,32 @@ def interactive(args: argparse.Namespace, backend: str, params: SamplingParams) 
                  f"[red]unknown command {line.split()[0]}[/]; {INTERACTIVE_HELP}")
             continue
         try:
-            pieces, tokens, stats = _echo(session.chat_stream(line, images, params), show=not args.json)
+            reply = collect(_echo(session.chat_stream(line, images, params), show=not args.json))
         except InputError as e:
             _say(args, {"event": "error", "error": str(e)}, f"[red]error: {e}[/]")
             continue
         finally:
             images = []
         turn += 1
+        stats = reply.stats
         if args.json:
-            print_json_line({"event": "reply", "turn": turn, "prompt": line, "text": "".join(pieces), "tokens": tokens,
-                             "stats": stats.to_dict() if stats else None})
+            print_json_line({"event": "reply", "turn": turn, "prompt": line, "text": reply.text, "tokens": reply.tokens,
+                             "stats": stats.to_dict()})
         else:
             sys.stdout.write("\n")
             sys.stdout.flush()
-            if stats is not None:
-                err_console.print(f"[dim]turn {turn}: {stats.prompt_tokens} new prompt tokens, TTFT {stats.ttft_ms:.0f} ms, "
-                                  f"{stats.generated_tokens} tokens at {stats.decode_tps:.1f} tok/s[/]")
+            err_console.print(f"[dim]turn {turn}: {stats.prompt_tokens} new prompt tokens, TTFT {stats.ttft_ms:.0f} ms, "
+                              f"{stats.generated_tokens} tokens at {stats.decode_tps:.1f} tok/s[/]")
     return 0
 
 
-def _echo(records, show: bool) -> tuple[list[str], list[int], object]:
-    """Collect a stream's pieces, tokens and final stats, writing the pieces to stdout as they come."""
-    pieces, tokens, stats = [], [], None
+def _echo(records, show: bool):
+    """The stream's records, each piece written to stdout as it comes (when ``show``)."""
     for r in records:
-        pieces.append(r.text)
-        tokens.append(r.token)
-        stats = r.stats
         if show:
             sys.stdout.write(r.text)
             sys.stdout.flush()
-    return pieces, tokens, stats
+        yield r
 
 
 def _say(args: argparse.Namespace, record: dict, text: str) -> None:

@@ -75,17 +75,6 @@ def dir_size(root: Path, files: dict) -> int:
     return total
 
 
-def write_tokenizer(source, out: Path) -> None:
-    """The bundle's ``tokenizer.json``: the tokenizer the Python processor runs, as it runs it. Its
-    post-processor already includes ``tokenizer_config.json``'s ``add_bos_token`` / ``add_eos_token``
-    (which the C++ runtime does not read), so both runtimes add the same special tokens."""
-    backend = getattr(getattr(getattr(source, "processor", None), "tokenizer", None), "backend", None)
-    if backend is not None:
-        backend.save(str(out / C.TOKENIZER_FILE))
-    elif (out / C.WEIGHTS_DIR / C.TOKENIZER_FILE).is_file():
-        shutil.copy2(out / C.WEIGHTS_DIR / C.TOKENIZER_FILE, out / C.TOKENIZER_FILE)
-
-
 def export_bundle(model: str | Path, out: Path, targets: list[str], recipe, calib=None, chunk_size: int = 64,
                   max_context: int | None = None, force: bool = False, log: Callable[[str], None] = print) -> dict:
     """Export ``model`` to the bundle ``out`` for ``targets``; returns the manifest.
@@ -111,7 +100,9 @@ def export_bundle(model: str | Path, out: Path, targets: list[str], recipe, cali
     report = quantize_model(source.model, recipe, calib) if recipe is not None else None
     save_quantized(source.model, source.path, out / C.WEIGHTS_DIR, source.hf_config, report) if recipe is not None \
         else shutil.copytree(source.path, out / C.WEIGHTS_DIR)
-    write_tokenizer(source, out)
+    # the tokenizer as the Python processor runs it: its post-processor already holds tokenizer_config.json's
+    # add_bos_token / add_eos_token (which the C++ runtime does not read), so both add the same special tokens
+    source.processor.tokenizer.backend.save(str(out / C.TOKENIZER_FILE))
     log(f"quantized with {recipe.name if recipe else 'no recipe'} ({recipe.algorithm if recipe else '-'}) in {time.perf_counter() - t0:.1f} s")
 
     reference = load(out / C.WEIGHTS_DIR)

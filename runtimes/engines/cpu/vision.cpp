@@ -182,7 +182,7 @@ void VisionPipeline::load(const WeightSource& ws, const std::string& family, con
       fail(ErrorCode::kUnsupported, "MobileVLM select_feature other than 'patch'");
     }
     encoder_.load(ws, vc, "vision_tower.", true);
-    drop_class_ = true;
+    drop_class_ = true;  // select_feature "patch"
     const int side = vc.patches_per_side(), H = text_hidden;
     ldp_v2_ = type == "ldpnetv2";
     proj_act_ = Act::gelu;  // nn.GELU between the two MLP linears
@@ -245,11 +245,11 @@ void VisionPipeline::forward(Compute& c, const float* tile, float* out) {
     proj_.forward(c, shuffled_.data(), tokens_per_tile_, out);
     return;
   }
+  const float* feats = hidden_.data() + (drop_class_ ? D : 0);
   if (family_ == "mobilevlm") {
-    ldp_forward(c, out);
+    ldp_forward(c, feats, out);
     return;
   }
-  const float* feats = hidden_.data() + (drop_class_ ? D : 0);
   linear1_.forward(c, feats, tokens_per_tile_, mid_.data());
   for (float& v : mid_) v = activate(proj_act_, v);
   linear2_.forward(c, mid_.data(), tokens_per_tile_, out);
@@ -257,10 +257,9 @@ void VisionPipeline::forward(Compute& c, const float* tile, float* out) {
 
 // MobileVLM: the MLP on every patch token, the tokens as a channels-last grid, then LDP's two
 // inverted-residual blocks (v1) or 12 x 12 average pooling and the positional conv (v2).
-void VisionPipeline::ldp_forward(Compute& c, float* out) {
-  const int D = encoder_.config().hidden, H = text_hidden_, side = encoder_.config().patches_per_side();
+void VisionPipeline::ldp_forward(Compute& c, const float* feats, float* out) {
+  const int H = text_hidden_, side = encoder_.config().patches_per_side();
   const int n = side * side;
-  const float* feats = hidden_.data() + D;  // "patch": the class token dropped
   linear1_.forward(c, feats, n, grid_a_.data());
   for (size_t i = 0; i < static_cast<size_t>(n) * H; ++i) grid_a_[i] = activate(proj_act_, grid_a_[i]);
   linear2_.forward(c, grid_a_.data(), n, mid_.data());  // [side, side, H]

@@ -84,7 +84,7 @@ class VisionPipeline {
   bool ldp_v2_ = false;
   std::vector<LdpBlock> ldp_blocks_;  // v1
   Floats peg_w_, peg_b_;              // v2: depthwise 3x3 [C, 9] with bias, added to its input
-  void ldp_forward(Compute& c, float* out);
+  void ldp_forward(Compute& c, const float* feats, float* out);  // feats: the patch tokens [side*side, D]
   std::vector<float> hidden_, shuffled_, mid_, grid_a_, grid_b_;
 };
 

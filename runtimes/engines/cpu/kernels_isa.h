@@ -23,7 +23,13 @@ void attend_ref(const float* q, const float* k, const float* v, size_t ldkv, int
                 float* scores, float* out);
 void silu_mul_ref(const float* g, const float* u, float* y, size_t n);
 #if defined(__x86_64__) || defined(_M_X64)
-// The AVX2 versions (kernels_avx2.cpp), which the AVX-512 set shares.
+// The AVX2 float kernels (kernels_avx2_float.cpp): the AVX2 set's, and the AVX-512 set shares the
+// attention and SwiGLU ones.
+float dot_f32_avx2(const float* a, const float* b, int n);
+void gemm_f32_avx2(const float* x, size_t ldx, int M, int K, const float* w, size_t ldw, const float* bias, float* y,
+                   size_t ldy, int o0, int o1);
+void f32_to_f16_avx2(const float* x, uint16_t* h, size_t n);
+void f16_to_f32_avx2(const uint16_t* h, float* x, size_t n);
 void attend_f16_avx2(const float* q, const uint16_t* k, const uint16_t* v, size_t ldkv, int n, int hd, int G,
                      float scale, float* scores, float* out);
 void attend_avx2(const float* q, const float* k, const float* v, size_t ldkv, int n, int hd, int G, float scale,

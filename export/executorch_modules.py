@@ -124,6 +124,36 @@ class ETEmbedding(nn.Module):
         return out[..., : self.dim]
 
 
+# --- core ATen forms -----------------------------------------------------------------------------
+# ExecuTorch decomposes a graph to core ATen a second time (a whole-graph re-trace, the slowest
+# step of lowering after XNNPACK's own passes) only when the graph still holds an operator with a
+# decomposition: ``transpose``, ``softmax``, ``silu``, ``arange(end)``, ``rsub``, ``where`` with
+# scalars. The forwards below use their core forms directly (``permute``, ``_softmax``,
+# ``x * sigmoid(x)``, ...), which is what those decompositions produce, so that step is skipped.
+
+
+def _swap12(x: torch.Tensor) -> torch.Tensor:
+    """``x.transpose(1, 2)`` as the core ``permute``."""
+    dims = list(range(x.dim()))
+    dims[1], dims[2] = 2, 1
+    return x.permute(dims)
+
+
+def _softmax_last(x: torch.Tensor) -> torch.Tensor:
+    """``softmax(x, -1)`` as the core ``_softmax`` (what ``softmax.int`` decomposes to)."""
+    return torch.ops.aten._softmax.default(x, -1, False)
+
+
+def _silu(x: torch.Tensor) -> torch.Tensor:
+    """SiLU as ``x * sigmoid(x)`` (its decomposition; XNNPACK has no SiLU kernel either)."""
+    return x * torch.sigmoid(x)
+
+
+def _core_act(act):
+    """An activation in its core ATen form where it has one."""
+    return _silu if act is F.silu else act
+
+
 # --- decoder ops in forms XNNPACK takes whole ---------------------------------------------------
 # Every operator XNNPACK cannot take splits the graph into one more delegate (slower to lower and to
 # run). The decoder's own forward has three per layer: RMSNorm's mean over a rank-3 tensor, the
@@ -154,13 +184,14 @@ class StepPositions:
     """
 
     def __init__(self, input_pos: torch.Tensor, max_context: int, kv_heads: int, groups: int, dtype: torch.dtype):
-        slots = torch.arange(max_context, device=input_pos.device)
+        slots = torch.arange(0, max_context, 1, device=input_pos.device)
         onehot = (slots[:, None] == input_pos[None, :]).to(dtype)  # [S, T]
-        self.keep = 1.0 - onehot.sum(-1, keepdim=True)
+        self.keep = onehot.sum(-1, keepdim=True).neg() + 1.0
         # bmm (XNNPACK's mm wants a constant weight), one matrix per kv head: the write needs no permutes
         self.write = onehot[None].expand(kv_heads, -1, -1)
         visible = slots[None, :] <= input_pos[:, None]  # [T, S]
-        self.bias = torch.where(visible, 0.0, float("-inf")).to(dtype).repeat(groups, 1)
+        zero, never = torch.full((), 0.0, dtype=dtype), torch.full((), float("-inf"), dtype=dtype)
+        self.bias = torch.where(visible, zero, never).repeat(groups, 1)
 
 
 def _attention_forward(self, x, cos, sin, mask, input_pos):
@@ -181,13 +212,13 @@ def _attention_forward(self, x, cos, sin, mask, input_pos):
     s = slot.k.shape[2]
     g = h // hkv
     if hasattr(self, "qkv_proj"):
-        qkv = self.qkv_proj(x).view(1, t, h + 2 * hkv, d).transpose(1, 2)  # [1, H + 2 Hkv, T, D]
+        qkv = _swap12(self.qkv_proj(x).view(1, t, h + 2 * hkv, d))  # [1, H + 2 Hkv, T, D]
         qk = apply_rotary(qkv[:, : h + hkv], cos, sin)
         q, k, v = qk[:, :h], qk[:, h:], qkv[:, h + hkv:]
     else:
-        q = self.q_proj(x).view(1, t, h, d).transpose(1, 2)
-        k = self.k_proj(x).view(1, t, hkv, d).transpose(1, 2)
-        v = self.v_proj(x).view(1, t, hkv, d).transpose(1, 2)
+        q = _swap12(self.q_proj(x).view(1, t, h, d))
+        k = _swap12(self.k_proj(x).view(1, t, hkv, d))
+        v = _swap12(self.v_proj(x).view(1, t, hkv, d))
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
     dt = slot.k.dtype
     pos = getattr(self, "_step_positions", None) or StepPositions(input_pos, s, hkv, g, dt)
@@ -202,10 +233,10 @@ def _attention_forward(self, x, cos, sin, mask, input_pos):
     kc, vc = slot.k.view(hkv, s, d), slot.v.view(hkv, s, d)
     if kc.dtype != q.dtype:
         kc, vc = kc.to(q.dtype), vc.to(q.dtype)
-    scores = torch.bmm(qg, kc.transpose(1, 2)) * (1.0 / math.sqrt(d))  # [Hkv, g*T, S]
-    probs = torch.softmax(scores + pos.bias.to(q.dtype), dim=-1)
+    scores = torch.bmm(qg, _swap12(kc)) * (1.0 / math.sqrt(d))  # [Hkv, g*T, S]
+    probs = _softmax_last(scores + pos.bias.to(q.dtype))
     out = torch.bmm(probs, vc).view(1, h, t, d)
-    return self.o_proj(out.transpose(1, 2).reshape(1, t, h * d))
+    return self.o_proj(_swap12(out).reshape(1, t, h * d))
 
 
 class ETStepGraph(nn.Module):
@@ -235,13 +266,18 @@ def _fused_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
     """The gated MLP with gate and up projections as one linear (one activation quantization)."""
     gu = self.gate_up_proj(x)
     n = gu.shape[-1] // 2
-    return self.down_proj(self.act(gu[..., :n]) * gu[..., n:])
+    return self.down_proj(_core_act(self.act)(gu[..., :n]) * gu[..., n:])
+
+
+def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """The gated MLP (projections not fused) with the activation in its core form."""
+    return self.down_proj(_core_act(self.act)(self.gate_proj(x)) * self.up_proj(x))
 
 
 def _vit_fused_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
     n, p, d = x.shape
     h, hd = self.num_heads, self.head_dim
-    qkv = self.qkv_proj(x).view(n, p, 3 * h, hd).transpose(1, 2)  # [N, 3H, P, hd]
+    qkv = _swap12(self.qkv_proj(x).view(n, p, 3 * h, hd))  # [N, 3H, P, hd]
     q, k, v = (qkv[:, i * h:(i + 1) * h].reshape(n * h, p, hd) for i in range(3))
     return _vit_attend(self, q, k, v, n, p, d)
 
@@ -279,15 +315,15 @@ def _vit_attention_forward(self, x: torch.Tensor) -> torch.Tensor:
     h, hd = self.num_heads, self.head_dim
 
     def heads(proj: nn.Module) -> torch.Tensor:
-        return proj(x).view(n, p, h, hd).transpose(1, 2).reshape(n * h, p, hd)
+        return _swap12(proj(x).view(n, p, h, hd)).reshape(n * h, p, hd)
 
     return _vit_attend(self, heads(self.q_proj), heads(self.k_proj), heads(self.v_proj), n, p, d)
 
 
 def _vit_attend(self, q, k, v, n: int, p: int, d: int) -> torch.Tensor:
     h, hd = self.num_heads, self.head_dim
-    probs = torch.softmax(torch.bmm(q, k.transpose(1, 2)) * (1.0 / math.sqrt(hd)), dim=-1)
-    out = torch.bmm(probs, v).view(n, h, p, hd).transpose(1, 2).reshape(n, p, d)
+    probs = _softmax_last(torch.bmm(q, _swap12(k)) * (1.0 / math.sqrt(hd)))
+    out = _swap12(torch.bmm(probs, v).view(n, h, p, hd)).reshape(n, p, d)
     return self.out_proj(out)
 
 
@@ -316,7 +352,7 @@ def _rewrite_vision_ops(model: nn.Module) -> int:
 
 
 def _rewrite_decoder_ops(model: nn.Module) -> int:
-    from edgevlm.models.llama.language import Attention, RMSNorm
+    from edgevlm.models.llama.language import MLP, Attention, RMSNorm
 
     n = 0
     for module in model.modules():
@@ -326,6 +362,8 @@ def _rewrite_decoder_ops(model: nn.Module) -> int:
             n += 1
         elif type(module) is RMSNorm:
             module.forward = types.MethodType(_rmsnorm_forward, module)
+        elif type(module) is MLP and not hasattr(module, "gate_up_proj"):
+            module.forward = types.MethodType(_mlp_forward, module)
     return n
 
 

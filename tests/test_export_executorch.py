@@ -82,16 +82,17 @@ def _check_program(bundle: Path, manifest: dict, vision: bool) -> None:
 
 
 def test_lowering_shortcuts_keep_the_program_identical():
-    """The lowering shortcuts (XNNPACK passes that change nothing skip their re-trace; no per-node check of
-    preserved ops that all pass it) emit the same bytes, on a graph where some passes do change things
-    (a conv: channels-last reshapes) and most do not."""
+    """The lowering shortcuts (passes that would rebuild the same graph skip their re-trace; no per-node
+    check of preserved ops that all pass it) emit the same bytes, on a graph where some passes do change
+    things (a conv: channels-last reshapes; a concatenation of six: split in two; a max over a dim: its
+    getitem removed) and most do not."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     from edgevlm.export.executorch_modules import ETLinear
     from edgevlm.export.targets import executorch as target
-    from edgevlm.export.targets.executorch import _xnnpack_skips_unchanged_retraces
+    from edgevlm.export.targets.executorch import _lowering_shortcuts
     from edgevlm.quant.qtensor import quantize_weight
     from edgevlm.quant.recipe import Scheme
 
@@ -105,7 +106,8 @@ def test_lowering_shortcuts_keep_the_program_identical():
 
         def forward(self, x):
             h = self.conv(x).flatten(2).transpose(1, 2)  # [1, 4, 16]
-            return torch.softmax(self.fc(torch.cat([h, h], -1)), -1)
+            y = torch.softmax(self.fc(torch.cat([h, h], -1)), -1)
+            return torch.cat([y, h, y, h, y, h], -1).max(-1).values
 
     from torchao.utils import unwrap_tensor_subclass
 
@@ -117,12 +119,99 @@ def test_lowering_shortcuts_keep_the_program_identical():
         return to_edge_transform_and_lower(ep, partitioner=[partitioner]).to_executorch().buffer
 
     plain = lower(XnnpackPartitioner())
-    with _xnnpack_skips_unchanged_retraces():
+    with _lowering_shortcuts():
         shortcut = lower(target.partitioner())
     assert shortcut == plain
     from executorch.backends.xnnpack._passes.xnnpack_pass import XNNPACKPass
+    from executorch.exir.pass_base import ExportPass
+    from executorch.exir.passes.sym_to_tensor_pass import SymToTensorPass
 
-    assert "call" not in XNNPACKPass.__dict__  # restored
+    assert "requires" not in XNNPACKPass.__dict__ and "call" not in SymToTensorPass.__dict__  # restored
+    assert "call" not in ExportPass.__dict__
+
+
+SCALAR_TYPE_LONG = 4  # what ExecuTorch's tensor metadata reports for int64 (c10::ScalarType::Long)
+
+
+def _run_every_method(program_path: Path) -> dict:
+    """Every method of a .pte on fixed inputs (positions and ids in range, activations random but seeded)."""
+    import torch
+    from executorch.runtime import Runtime
+
+    from edgevlm.export.targets.executorch import _import_kernels
+
+    _import_kernels()
+    program = Runtime.get().load_program(program_path)
+    gen = torch.Generator().manual_seed(0)
+    outputs = {}
+    for name in sorted(program.method_names):
+        method = program.load_method(name)
+        meta = method.metadata
+        inputs = []
+        for i in range(meta.num_inputs()):
+            tm = meta.input_tensor_meta(i)
+            shape = tuple(tm.sizes())
+            if tm.dtype() == SCALAR_TYPE_LONG:
+                inputs.append(torch.arange(int(np.prod(shape)), dtype=torch.long).reshape(shape) % 50)
+            else:
+                inputs.append(torch.randn(shape, generator=gen))
+        outputs[name] = [o.clone() if isinstance(o, torch.Tensor) else o for o in method.execute(inputs)]
+    return outputs
+
+
+def test_two_process_lowering_gives_the_same_program(llama_dir, tmp_path, monkeypatch):
+    """decode lowered in a worker process and joined to the rest: every method computes exactly what the
+    program lowered in one process computes, and the file holds one copy of the shared weights."""
+    import torch
+
+    programs = {}
+    for jobs in (1, 2):
+        monkeypatch.setenv("EDGEVLM_EXPORT_JOBS", str(jobs))
+        out = tmp_path / f"jobs{jobs}.evlm"
+        manifest = _export(llama_dir, out, "8da4w")
+        entry = manifest[C.KEY_TARGETS][C.TARGET_EXECUTORCH]
+        assert entry["checks"]["processes"] == jobs
+        programs[jobs] = out / entry["files"][C.METHOD_PREFILL]
+        if jobs == 2:
+            assert "worker" in entry["checks"]["times"]
+            _check_program(out, manifest, vision=False)
+            _check_verification(manifest, max_err=0.05)
+    one, two = _run_every_method(programs[1]), _run_every_method(programs[2])
+    assert one.keys() == two.keys()
+    for name in one:
+        for a, b in zip(one[name], two[name]):
+            assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, name
+    size1, size2 = programs[1].stat().st_size, programs[2].stat().st_size
+    assert abs(size1 - size2) < 4096, (size1, size2)  # shared weights stored once in both
+
+
+def test_merge_refuses_a_method_twice(llama_dir, tmp_path, monkeypatch):
+    from edgevlm.export.executorch_merge import merge_programs
+
+    monkeypatch.setenv("EDGEVLM_EXPORT_JOBS", "1")
+    out = tmp_path / "llama.evlm"
+    manifest = _export(llama_dir, out, "8da4w")
+    data = (out / manifest[C.KEY_TARGETS][C.TARGET_EXECUTORCH]["files"][C.METHOD_PREFILL]).read_bytes()
+    with pytest.raises(ValueError, match="already in an earlier program"):
+        merge_programs([data, data])
+    with pytest.raises(ValueError, match="no programs"):
+        merge_programs([])
+
+
+def test_a_failing_worker_names_the_methods_and_shows_its_log(tmp_path):
+    from edgevlm.export.base import ExportContext
+    from edgevlm.export.targets.executorch import _Worker
+
+    weights = tmp_path / "bundle" / C.WEIGHTS_DIR
+    weights.mkdir(parents=True)
+    (weights / "config.json").write_text("{ not json")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    ctx = ExportContext(None, tmp_path / "bundle", 16, 128, {})
+    worker = _Worker(ctx, [C.METHOD_DECODE], scratch)
+    with pytest.raises(RuntimeError, match=r"lowering decode in a worker process failed \(exit [1-9]") as err:
+        worker.result()
+    assert "config.json" in str(err.value)
 
 
 def test_llama_8da4w_matches_reference_closely(llama_dir, tmp_path):

@@ -36,6 +36,8 @@ does that.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -78,15 +80,16 @@ def constant_methods(manifest: dict) -> dict:
     return meta
 
 
-def _graphs(model, ctx: ExportContext) -> dict:
+def _graphs(model, methods: list[str]) -> dict:
+    """The modules exported for ``methods`` (``prefill`` and ``decode`` share one)."""
     from ..executorch_modules import ETStepGraph
     from ..graphs import TokenEmbeddingGraph, VisionEncoderGraph
 
     step = ETStepGraph(model)
-    graphs = {C.METHOD_TOKEN_EMBEDDING: TokenEmbeddingGraph(model), C.METHOD_PREFILL: step, C.METHOD_DECODE: step}
-    if C.METHOD_VISION_ENCODER in ctx.methods:
-        graphs = {C.METHOD_VISION_ENCODER: VisionEncoderGraph(model), **graphs}
-    return graphs
+    build = {C.METHOD_VISION_ENCODER: lambda: VisionEncoderGraph(model),
+             C.METHOD_TOKEN_EMBEDDING: lambda: TokenEmbeddingGraph(model),
+             C.METHOD_PREFILL: lambda: step, C.METHOD_DECODE: lambda: step}
+    return {m: build[m]() for m in methods}
 
 
 def _square(size):
@@ -136,42 +139,103 @@ def partitioner():
     return Partitioner()
 
 
+def _fingerprint(graph) -> tuple:
+    return tuple(node.format_node() for node in graph.nodes)
+
+
+def _has_symbolic_values(gm) -> bool:
+    """Whether any value of the graph is symbolic (a SymInt/SymFloat/SymBool or a tensor of symbolic shape)."""
+    import torch
+
+    sym = (torch.SymInt, torch.SymFloat, torch.SymBool)
+    for node in gm.graph.nodes:
+        val = node.meta.get("val")
+        for v in val if isinstance(val, (list, tuple)) else (val,):
+            if isinstance(v, sym) or (isinstance(v, torch.Tensor) and not all(isinstance(d, int) for d in v.shape)):
+                return True
+    return False
+
+
+def _targets_any(gm, pred) -> bool:
+    return any(node.op == "call_function" and pred(node.target) for node in gm.graph.nodes)
+
+
+def _operator_pass_triggers() -> dict:
+    """ExecuTorch passes that re-trace the whole graph to rewrite a few kinds of operator, each with the test of
+    whether the graph holds one of them (if not, the re-trace would rebuild the same graph)."""
+    import torch
+    from executorch.exir.passes.dim_order_ops_registry import MemoryFormatOpsMap
+    from executorch.exir.passes.memory_format_ops_pass import DimOrderOpsRevertPass
+    from executorch.exir.passes.normalize_transpose_pass import NormalizeTransposePass
+    from executorch.exir.passes.replace_broken_ops_with_function_ops_pass import ReplaceBrokenOpsWithFunctionalOpsPass
+    from executorch.exir.passes.sym_to_tensor_pass import SymToTensorPass
+
+    return {
+        NormalizeTransposePass: lambda gm: _targets_any(gm, lambda t: t == torch.ops.aten.t.default),
+        ReplaceBrokenOpsWithFunctionalOpsPass: lambda gm: _targets_any(gm, lambda t: getattr(t, "is_view", False)),
+        SymToTensorPass: _has_symbolic_values,
+        DimOrderOpsRevertPass: lambda gm: _targets_any(gm, lambda t: t in MemoryFormatOpsMap),
+    }
+
+
 @contextmanager
-def _xnnpack_skips_unchanged_retraces():
-    """XNNPACK's preprocessing runs 17 passes over every delegated graph, and each of its own passes
-    ends by re-tracing the whole graph with fake tensors (``ExportPass.call``) *whether or not it
-    changed anything*; most change nothing in a decoder (batch norm, PReLU, upsampling, conv1d,
-    SDPA patterns, ...). That re-tracing was over half the lowering time of a 30-layer decoder.
-    Inside this context, an XNNPACK pass whose graph is structurally unchanged (the same nodes,
-    targets and arguments as when the pass started) returns it as is instead of re-tracing it; a
-    pass that changed something re-traces as before. The lowered program is byte-identical
-    (tests/test_export_executorch.py checks it)."""
+def _lowering_shortcuts():
+    """Skip the whole-graph re-traces of ExecuTorch's lowering passes that would rebuild the same graph.
+
+    Most passes end by re-tracing the whole graph with fake tensors (``ExportPass.call``), *whether or
+    not they changed anything*, and most change nothing in a decoder (batch norm, PReLU, upsampling,
+    conv1d, SDPA patterns, transposes of rank 2, symbolic sizes, ...). That re-tracing was most of the
+    lowering time of a 30-layer decoder. Inside this context:
+
+    - a pass that edits the graph itself and then re-traces it (XNNPACK's passes, which all do; the
+      concatenate decomposition, linear conversion and getitem removal XNNPACK also runs) returns the
+      graph as is when it is structurally unchanged (the same nodes, targets and arguments as when
+      the pass started); a pass that changed something re-traces as before;
+    - a pass that rewrites chosen operators during its re-trace (:func:`_operator_pass_triggers`)
+      is skipped when the graph holds none of them.
+
+    The lowered program is byte-identical (tests/test_export_executorch.py checks it)."""
+    from executorch.backends.transforms.remove_getitem_op import RemoveGetItemPass
+    from executorch.backends.xnnpack._passes.convert_to_linear import ConvertToLinearPass
+    from executorch.backends.xnnpack._passes.decompose_cat import DecomposeConcatenate
     from executorch.backends.xnnpack._passes.xnnpack_pass import XNNPACKPass
     from executorch.exir.pass_base import ExportPass
     from torch.fx.passes.infra.pass_base import PassResult
 
-    def fingerprint(graph) -> tuple:
-        return tuple(node.format_node() for node in graph.nodes)
+    retrace = ExportPass.call
 
     def requires(self, graph_module):
-        self._evlm_fingerprint = fingerprint(graph_module.graph)
+        self._evlm_fingerprint = _fingerprint(graph_module.graph)
 
-    def call(self, graph_module):  # what XNNPACK passes reach through super().call(...)
-        before = getattr(self, "_evlm_fingerprint", None)
-        if before is not None and fingerprint(graph_module.graph) == before:
+    def call(self, graph_module):  # ExportPass.call, what every pass's re-trace goes through
+        before = self.__dict__.get("_evlm_fingerprint")
+        if before is not None and _fingerprint(graph_module.graph) == before:
             return PassResult(graph_module, False)
-        return ExportPass.call(self, graph_module)
+        return retrace(self, graph_module)
 
-    saved = {name: XNNPACKPass.__dict__.get(name) for name in ("requires", "call")}
-    XNNPACKPass.requires, XNNPACKPass.call = requires, call
+    def triggered(cls, test):
+        run = cls.call
+
+        def call_if_needed(self, graph_module):
+            return run(self, graph_module) if test(graph_module) else PassResult(graph_module, False)
+
+        return call_if_needed
+
+    patches = [(ExportPass, "call", call)]
+    patches += [(cls, "requires", requires) for cls in (XNNPACKPass, DecomposeConcatenate, ConvertToLinearPass,
+                                                        RemoveGetItemPass)]
+    patches += [(cls, "call", triggered(cls, test)) for cls, test in _operator_pass_triggers().items()]
+    saved = [(cls, name, cls.__dict__.get(name)) for cls, name, _ in patches]
+    for cls, name, value in patches:
+        setattr(cls, name, value)
     try:
         yield
     finally:
-        for name, value in saved.items():
+        for cls, name, value in reversed(saved):
             if value is None:
-                delattr(XNNPACKPass, name)
+                delattr(cls, name)
             else:
-                setattr(XNNPACKPass, name, value)
+                setattr(cls, name, value)
 
 
 def _with_aliases(edge, meta: dict):
@@ -184,31 +248,31 @@ def _with_aliases(edge, meta: dict):
     return EdgeProgramManager(programs, constant_methods=meta, compile_config=edge.compile_config)
 
 
-def export(ctx: ExportContext, out: Path) -> TargetResult:
-    """Export the reference's graphs to ``out/model.pte`` (XNNPACK, 8da4w) with metadata constant methods."""
+def _lower(model, methods: list[str], chunk_size: int, max_context: int, image_size, meta: dict | None,
+           aliases: bool) -> tuple[bytes, dict, dict]:
+    """``torch.export`` the ExecuTorch model's ``methods``, lower them to XNNPACK and serialize one program.
+
+    Returns the ``.pte`` bytes, the delegation counts per method and the time of each stage."""
     import torch
     from executorch.exir import to_edge_transform_and_lower
 
-    from ..executorch_modules import executorch_model
     from ..graphs import example_inputs
 
-    out.mkdir(parents=True, exist_ok=True)
     times = {}
     t = time.perf_counter()
-    model, counts = executorch_model(ctx.reference.model)
-    graphs = _graphs(model, ctx)
+    graphs = _graphs(model, methods)
     programs = {}
     with torch.no_grad():
         for method, graph in graphs.items():
-            args = example_inputs(model, method, ctx.chunk_size, ctx.max_context, _square(ctx.image_size))
+            args = example_inputs(model, method, chunk_size, max_context, _square(image_size))
             programs[method] = torch.export.export(graph.eval(), args, strict=False)
     times["torch_export_s"] = round(time.perf_counter() - t, 2)
 
     t = time.perf_counter()
-    meta = constant_methods(ctx.manifest)
-    with _xnnpack_skips_unchanged_retraces():
+    with _lowering_shortcuts():
         edge = to_edge_transform_and_lower(programs, partitioner=[partitioner()], constant_methods=meta)
-    edge = _with_aliases(edge, meta)
+    if aliases:
+        edge = _with_aliases(edge, meta)
     delegation = {}
     for method in edge.methods:
         delegates, ops = _count_ops(edge.exported_program(method))
@@ -216,20 +280,114 @@ def export(ctx: ExportContext, out: Path) -> TargetResult:
     times["lower_s"] = round(time.perf_counter() - t, 2)
 
     t = time.perf_counter()
-    et = edge.to_executorch()
-    path = out / PROGRAM_FILE
-    path.write_bytes(et.buffer)
+    buffer = edge.to_executorch().buffer
     times["serialize_s"] = round(time.perf_counter() - t, 2)
+    return buffer, delegation, times
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _parallel(ctx: ExportContext) -> bool:
+    """Lower ``decode`` in a second process while this one lowers the rest: with two cores or more,
+    and when the quantized weights the reference was read from are in the bundle (the worker reads
+    them). ``EDGEVLM_EXPORT_JOBS=1`` keeps everything in this process."""
+    jobs = os.environ.get("EDGEVLM_EXPORT_JOBS")
+    wanted = int(jobs) if jobs else _cpus()
+    return wanted >= 2 and (Path(ctx.bundle) / C.WEIGHTS_DIR / "config.json").is_file()
+
+
+class _Worker:
+    """``python -m edgevlm.export.targets.executorch``: lowers some methods of the bundle's quantized
+    weights into a program of their own, in a process of its own."""
+
+    def __init__(self, ctx: ExportContext, methods: list[str], scratch: Path):
+        import subprocess
+        import sys
+
+        self.scratch, self.methods = scratch, methods
+        self.program, self.report, self.log = scratch / "part.pte", scratch / "part.json", scratch / "worker.log"
+        args = [sys.executable, "-m", "edgevlm.export.targets.executorch", "--weights", str(Path(ctx.bundle) / C.WEIGHTS_DIR),
+                "--methods", ",".join(methods), "--chunk", str(ctx.chunk_size), "--max-context", str(ctx.max_context),
+                "--out", str(self.program), "--report", str(self.report)]
+        if ctx.image_size is not None:
+            args += ["--image-size", str(ctx.image_size)]
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def result(self) -> tuple[bytes, dict, dict]:
+        rc = self.process.wait()
+        if rc != 0 or not self.program.is_file():
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-12:]
+            raise RuntimeError(f"executorch: lowering {', '.join(self.methods)} in a worker process failed "
+                               f"(exit {rc}):\n" + "\n".join(tail))
+        report = json.loads(self.report.read_text())
+        return self.program.read_bytes(), report["delegation"], report["times"]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def export(ctx: ExportContext, out: Path) -> TargetResult:
+    """Export the reference's graphs to ``out/model.pte`` (XNNPACK, 8da4w) with metadata constant methods.
+
+    With two cores, ``decode`` is lowered in a worker process while this process lowers the other
+    methods (lowering is single-threaded); the two programs are then joined into one
+    (:mod:`edgevlm.export.executorch_merge`)."""
+    import shutil
+    import tempfile
+
+    from ..executorch_merge import merge_programs
+    from ..executorch_modules import executorch_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    meta = constant_methods(ctx.manifest)
+    methods = list(ctx.methods)
+    scratch = Path(tempfile.mkdtemp(prefix=".lowering-", dir=out))
+    worker = None
+    try:
+        if _parallel(ctx):
+            worker = _Worker(ctx, [C.METHOD_DECODE], scratch)
+            methods.remove(C.METHOD_DECODE)
+        model, counts = executorch_model(ctx.reference.model)
+        buffer, delegation, times = _lower(model, methods, ctx.chunk_size, ctx.max_context, ctx.image_size, meta,
+                                           aliases=True)
+        del model
+        if worker is not None:
+            t = time.perf_counter()
+            part, part_delegation, part_times = worker.result()
+            times["worker_wait_s"] = round(time.perf_counter() - t, 2)
+            times["worker"] = part_times
+            delegation.update(part_delegation)
+            t = time.perf_counter()
+            buffer = merge_programs([buffer, part])
+            times["merge_s"] = round(time.perf_counter() - t, 2)
+    finally:
+        if worker is not None:
+            worker.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    path = out / PROGRAM_FILE
+    path.write_bytes(buffer)
+    times["total_s"] = round(time.perf_counter() - t0, 2)
 
     for method in (C.METHOD_PREFILL, C.METHOD_DECODE):
         if not delegation[method]["xnnpack_delegates"]:
             raise RuntimeError(f"executorch: nothing of {method} was delegated to XNNPACK")
     rel = f"{out.name}/{PROGRAM_FILE}"
-    checks = {"methods": sorted(edge.methods), "constant_methods": meta, "quantized_modules": counts,
-              "delegation": delegation, "times": times, "pte_bytes": path.stat().st_size}
+    names = sorted(delegation)
+    checks = {"methods": names, "constant_methods": meta, "quantized_modules": counts,
+              "delegation": delegation, "times": times, "processes": 2 if worker is not None else 1,
+              "pte_bytes": path.stat().st_size}
     note = ("XNNPACK: int4 linears 8da4w (qd8 x qb4w, bf16 group scales), int8 linears 8da8w (qd8 x qc8w), "
             "int8 embedding via quantized_decomposed::embedding_byte")
-    return TargetResult({m: rel for m in sorted(edge.methods)}, checks=checks, note=note)
+    return TargetResult({m: rel for m in names}, checks=checks, note=note)
 
 
 def _import_kernels() -> None:
@@ -273,3 +431,32 @@ def open_engine(bundle: Path, manifest: dict) -> ExecuTorchEngine:
     files = manifest[C.KEY_TARGETS].get(C.TARGET_EXECUTORCH, {}).get("files") or {}
     rel = files.get(C.METHOD_PREFILL, f"{C.TARGET_EXECUTORCH}/{PROGRAM_FILE}")
     return ExecuTorchEngine(Path(bundle) / rel, manifest)
+
+
+def _worker_main(argv: list[str] | None = None) -> int:
+    """The worker of :class:`_Worker`: lower ``--methods`` of the quantized weights ``--weights``."""
+    import argparse
+
+    from edgevlm.models import load
+
+    from ..executorch_modules import executorch_model
+
+    parser = argparse.ArgumentParser(prog="python -m edgevlm.export.targets.executorch")
+    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--methods", required=True)
+    parser.add_argument("--chunk", type=int, required=True)
+    parser.add_argument("--max-context", type=int, required=True)
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--report", type=Path, required=True)
+    args = parser.parse_args(argv)
+    model, _ = executorch_model(load(args.weights).model)
+    buffer, delegation, times = _lower(model, args.methods.split(","), args.chunk, args.max_context, args.image_size,
+                                       None, aliases=False)
+    args.out.write_bytes(buffer)
+    args.report.write_text(json.dumps({"delegation": delegation, "times": times}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_worker_main())

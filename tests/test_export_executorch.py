@@ -159,9 +159,10 @@ def _run_every_method(program_path: Path) -> dict:
     return outputs
 
 
-def test_two_process_lowering_gives_the_same_program(llama_dir, tmp_path, monkeypatch):
-    """decode lowered in a worker process and joined to the rest: every method computes exactly what the
-    program lowered in one process computes, and the file holds one copy of the shared weights."""
+def test_llama_8da4w_in_one_or_two_processes(llama_dir, tmp_path, monkeypatch):
+    """The 8da4w recipe computes XNNPACK's arithmetic in PyTorch: near-identical logits. With decode lowered
+    in a worker process and joined to the rest, every method computes exactly what the program lowered
+    in one process computes, and the file holds one copy of the shared weights."""
     import torch
 
     programs = {}
@@ -172,10 +173,9 @@ def test_two_process_lowering_gives_the_same_program(llama_dir, tmp_path, monkey
         entry = manifest[C.KEY_TARGETS][C.TARGET_EXECUTORCH]
         assert entry["checks"]["processes"] == jobs
         programs[jobs] = out / entry["files"][C.METHOD_PREFILL]
-        if jobs == 2:
-            assert "worker" in entry["checks"]["times"]
-            _check_program(out, manifest, vision=False)
-            _check_verification(manifest, max_err=0.05)
+        assert ("worker" in entry["checks"]["times"]) == (jobs == 2)
+        _check_program(out, manifest, vision=False)
+        assert _check_verification(manifest, max_err=0.05)["agreement"] == 1.0
     one, two = _run_every_method(programs[1]), _run_every_method(programs[2])
     assert one.keys() == two.keys()
     for name in one:
@@ -183,15 +183,10 @@ def test_two_process_lowering_gives_the_same_program(llama_dir, tmp_path, monkey
             assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, name
     size1, size2 = programs[1].stat().st_size, programs[2].stat().st_size
     assert abs(size1 - size2) < 4096, (size1, size2)  # shared weights stored once in both
-
-
-def test_merge_refuses_a_method_twice(llama_dir, tmp_path, monkeypatch):
+    # a method may come from one program only
     from edgevlm.export.executorch_merge import merge_programs
 
-    monkeypatch.setenv("EDGEVLM_EXPORT_JOBS", "1")
-    out = tmp_path / "llama.evlm"
-    manifest = _export(llama_dir, out, "8da4w")
-    data = (out / manifest[C.KEY_TARGETS][C.TARGET_EXECUTORCH]["files"][C.METHOD_PREFILL]).read_bytes()
+    data = programs[1].read_bytes()
     with pytest.raises(ValueError, match="already in an earlier program"):
         merge_programs([data, data])
     with pytest.raises(ValueError, match="no programs"):
@@ -212,15 +207,6 @@ def test_a_failing_worker_names_the_methods_and_shows_its_log(tmp_path):
     with pytest.raises(RuntimeError, match=r"lowering decode in a worker process failed \(exit [1-9]") as err:
         worker.result()
     assert "config.json" in str(err.value)
-
-
-def test_llama_8da4w_matches_reference_closely(llama_dir, tmp_path):
-    """The 8da4w recipe computes XNNPACK's arithmetic in PyTorch: near-identical logits."""
-    out = tmp_path / "llama.evlm"
-    manifest = _export(llama_dir, out, "8da4w")
-    v = _check_verification(manifest, max_err=0.05)
-    assert v["agreement"] == 1.0
-    _check_program(out, manifest, vision=False)
 
 
 def test_llama_w4g32_weight_only_within_tolerance(llama_dir, tmp_path):
@@ -267,6 +253,8 @@ def test_smollm2_135m_sized_decoder_exports(tmp_path):
     """A SmolLM2-135M-shaped decoder (random weights) exports; the time is printed for the report."""
     import tiny_models
 
+    from edgevlm.export.targets import executorch as target
+
     d = tiny_models.make_llama(tmp_path / "smollm2", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                                num_attention_heads=9, num_key_value_heads=3, vocab_size=49152,
                                max_position_embeddings=8192)
@@ -275,4 +263,11 @@ def test_smollm2_135m_sized_decoder_exports(tmp_path):
     entry = manifest[C.KEY_TARGETS][C.TARGET_EXECUTORCH]
     print(f"\nSmolLM2-135M-sized: executorch export {entry['export_seconds']} s, {entry['size_bytes'] / 1e6:.1f} MB, "
           f"total {time.perf_counter() - t:.0f} s, {entry['checks']['times']}")
-    _check_verification(manifest)
+    assert entry["checks"]["processes"] == (2 if target._cpus() >= 2 else 1)
+    # Random weights over a 49152-token vocabulary give flat logits: every disagreement must be a
+    # near-tie (the reference's own margin below twice the measured logit error), >= 95% agree overall.
+    v = entry["verification"]
+    assert v["agreement"] >= 0.95, v
+    err = v["max_abs_logit_error"]
+    assert err < 0.1, v
+    assert all(margin < 2 * err for p in v["prompts"] for _, margin in p["mismatches"]), v["prompts"]

@@ -30,6 +30,19 @@ Kernel-level tolerance (measured by ``export_bundle``'s verification, see tests/
 - weight-only recipes (``w4g32``, ...): XNNPACK additionally quantizes every quantized linear's
   input to int8 per token, which the float-activation reference does not.
 
+Lowering time (the slow part of this target; ExecuTorch's passes are single-threaded Python that
+re-trace the whole graph with fake tensors, once per pass and method):
+
+- with two cores, ``decode`` is lowered in a worker process (``python -m
+  edgevlm.export.targets.executorch``, reading the bundle's quantized weights) while this process
+  lowers the other methods; the two programs are joined into one ``.pte``
+  (:mod:`edgevlm.export.executorch_merge`; every method computes exactly what a one-process program
+  computes). ``EDGEVLM_EXPORT_JOBS=1`` keeps it in one process;
+- passes whose re-trace would rebuild the same graph skip it (:func:`_lowering_shortcuts`; the
+  program is byte-identical);
+- the graphs use core ATen forms, so ExecuTorch's second whole-graph decomposition has nothing to do
+  and is skipped (:mod:`edgevlm.export.executorch_modules`).
+
 Loading needs ``executorch.kernels.quantized`` imported (quantized embedding kernels); :func:`open_engine`
 does that.
 """
@@ -296,7 +309,9 @@ def _parallel(ctx: ExportContext) -> bool:
     """Lower ``decode`` in a second process while this one lowers the rest: with two cores or more,
     and when the quantized weights the reference was read from are in the bundle (the worker reads
     them). ``EDGEVLM_EXPORT_JOBS=1`` keeps everything in this process."""
-    jobs = os.environ.get("EDGEVLM_EXPORT_JOBS")
+    jobs = os.environ.get("EDGEVLM_EXPORT_JOBS", "").strip()
+    if jobs and not jobs.isdigit():
+        raise ValueError(f"EDGEVLM_EXPORT_JOBS must be a number of processes, got {jobs!r}")
     wanted = int(jobs) if jobs else _cpus()
     return wanted >= 2 and (Path(ctx.bundle) / C.WEIGHTS_DIR / "config.json").is_file()
 
@@ -311,8 +326,9 @@ class _Worker:
 
         self.scratch, self.methods = scratch, methods
         self.program, self.report, self.log = scratch / "part.pte", scratch / "part.json", scratch / "worker.log"
-        args = [sys.executable, "-m", "edgevlm.export.targets.executorch", "--weights", str(Path(ctx.bundle) / C.WEIGHTS_DIR),
-                "--methods", ",".join(methods), "--chunk", str(ctx.chunk_size), "--max-context", str(ctx.max_context),
+        args = [sys.executable, "-m", "edgevlm.export.targets.executorch",
+                "--weights", str(Path(ctx.bundle) / C.WEIGHTS_DIR), "--methods", ",".join(methods),
+                "--chunk", str(ctx.chunk_size), "--max-context", str(ctx.max_context),
                 "--out", str(self.program), "--report", str(self.report)]
         if ctx.image_size is not None:
             args += ["--image-size", str(ctx.image_size)]

@@ -51,6 +51,8 @@ class QuantReport:
     quant_bytes: int = 0  # every tensor of the quantized model (a tied head counted once)
     calibration_samples: int = 0
     calibration_tokens: int = 0
+    # layers with weights of a type no scheme applies to (convolutions, position embeddings), kept float
+    skipped: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,6 +81,20 @@ def layer_roles(model: Model) -> dict[str, str]:
             if role is not None:
                 roles[path] = role
     return roles
+
+
+def skipped_layers(model: nn.Module, roles: dict[str, str]) -> list[dict]:
+    """Layers holding a weight matrix or kernel that no quantization scheme applies to: path, type and
+    parameter count of every module with a weight of two or more dimensions that has no role (norms,
+    with vector weights, are not layers in this sense)."""
+    out = []
+    for path, module in model.named_modules():
+        weight = module._parameters.get("weight")
+        if path in roles or weight is None or weight.dim() < 2:
+            continue
+        out.append({"path": path, "type": type(module).__name__, "parameters": weight.numel(),
+                    "reason": f"no quantized form for {type(module).__name__}; kept float"})
+    return out
 
 
 def _stages(paths: list[str]) -> list[list[str]]:
@@ -259,7 +275,7 @@ def quantize_model(model: Model, recipe: QuantRecipe, calib: list[CalibSample] |
     linear_paths = [p for p in roles if roles[p] != "token_embedding" and not (tied and roles[p] == "lm_head")
                     and schemes[p].quantized]
     report = QuantReport(recipe.to_dict(), calibration_samples=len(calib or []),
-                         calibration_tokens=sum(s.tokens for s in calib or []))
+                         calibration_tokens=sum(s.tokens for s in calib or []), skipped=skipped_layers(model, roles))
     stages = _stages(linear_paths)
     for n_done, stage in enumerate(stages, 1):
         caps = _capture(model, stage, calib, recipe.algorithm == "gptq") if calib else {}

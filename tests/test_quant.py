@@ -263,6 +263,33 @@ def test_shapes_vlm_int4_keeps_its_accuracy():
     roles = {layer.role for layer in report.layers}
     assert roles == {"vision_encoder", "projector", "decoder", "token_embedding"}
     assert vqa_accuracy(loaded.model, loaded.processor, n=50).accuracy >= 0.94
+    # the layers no scheme applies to are listed (the patch convolution, the position embedding)
+    skipped = {d["path"]: d["type"] for d in report.skipped}
+    assert "Conv2d" in skipped.values() and not skipped.keys() & {layer.path for layer in report.layers}
+    assert all(d["reason"].startswith("no quantized form for") for d in report.skipped)
+
+
+def test_shapes_vlm_int4_vision_tower_keeps_its_accuracy():
+    loaded = load("shapes-vlm")
+    report = quantize_model(loaded.model, preset("w4g32-vision4"), None)
+    assert {layer.scheme for layer in report.layers if layer.role == "vision_encoder"} == {"int4:g32"}
+    assert vqa_accuracy(loaded.model, loaded.processor, n=50).accuracy >= 0.94
+
+
+def test_calibration_that_is_empty_or_of_the_wrong_modality_is_a_clear_error(tmp_path, data_dir):
+    text_only = load("stories260k").processor
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(InputError, match="empty.txt: no text"):
+        load_calibration(text_only, [empty])
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    with pytest.raises(InputError, match="no images or .txt files"):
+        load_calibration(text_only, [nothing])
+    with pytest.raises(InputError, match="text-only"):
+        load_calibration(text_only, [data_dir / "images"])
+    with pytest.raises(InputError, match="text-only"):
+        load_calibration(text_only, ["shapes"])
 
 
 def test_static_activations_need_calibration_and_images_need_image_data(stories_calib):

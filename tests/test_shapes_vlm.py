@@ -36,6 +36,8 @@ def test_accuracy_on_100_heldout_questions_reproduces_the_record(shapes_vlm):
     assert result.accuracy == pytest.approx(recorded["accuracy"])
     assert result.by_type == pytest.approx(recorded["by_type"])
     assert result.accuracy >= 0.95
+    assert set(result.by_type) == {"color", "count", "exists", "position", "caption"}
+    assert min(result.by_type.values()) >= 0.90, result.by_type
 
 
 def test_transformers_runs_the_shipped_checkpoint(shapes_vlm):

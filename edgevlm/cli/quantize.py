@@ -88,6 +88,9 @@ def main(args: argparse.Namespace) -> int:
             for r in report.layers]
     console.print(table(f"{loaded.path.name} -> {out} (recipe {recipe.name}, {recipe.algorithm})",
                         ["layer", "scheme", "algo", "shape", "weight err", "output err", "KiB before", "KiB after"], rows))
+    if report.skipped:
+        console.print(table("kept float (no quantized form for the layer type)", ["layer", "type", "parameters"],
+                            [[d["path"], d["type"], f"{d['parameters']:,}"] for d in report.skipped]))
     calib_note = f", calibration {report.calibration_samples} samples / {report.calibration_tokens} tokens" if calib else ""
     console.print(f"weights {report.float_bytes / 1e6:.2f} MB -> {report.quant_bytes / 1e6:.2f} MB "
                   f"({report.float_bytes / max(report.quant_bytes, 1):.1f}x smaller){calib_note}; "

@@ -92,8 +92,10 @@ def skipped_layers(model: nn.Module, roles: dict[str, str]) -> list[dict]:
         weight = module._parameters.get("weight")
         if path in roles or weight is None or weight.dim() < 2:
             continue
-        out.append({"path": path, "type": type(module).__name__, "parameters": weight.numel(),
-                    "reason": f"no quantized form for {type(module).__name__}; kept float"})
+        kind = type(module).__name__
+        reason = ("outside the vision tower, projector and language model: no role for the recipe"
+                  if isinstance(module, nn.Linear) else f"no quantized form for {kind}")
+        out.append({"path": path, "type": kind, "parameters": weight.numel(), "reason": reason + "; kept float"})
     return out
 
 

@@ -324,7 +324,7 @@ class _Worker:
         import subprocess
         import sys
 
-        self.scratch, self.methods = scratch, methods
+        self.methods = methods
         self.program, self.report, self.log = scratch / "part.pte", scratch / "part.json", scratch / "worker.log"
         args = [sys.executable, "-m", "edgevlm.export.targets.executorch",
                 "--weights", str(Path(ctx.bundle) / C.WEIGHTS_DIR), "--methods", ",".join(methods),

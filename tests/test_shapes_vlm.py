@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from rich.console import Console
 
 from edgevlm.evaluate import vqa_accuracy
 from edgevlm.models import load
@@ -101,3 +102,13 @@ def test_training_script_runs_end_to_end(tmp_path):
     loaded = load(tmp_path / "model")
     assert loaded.family == "smolvlm" and loaded.model.tokens_per_tile == 16
     assert json.loads((tmp_path / "model" / "eval.json").read_text())["heldout_5"]["n"] == 5
+
+
+def test_training_runs_every_step_unless_a_time_cap_is_asked_for(tmp_path):
+    """No wall-clock cap by default (a rerun must not save a cut schedule); --max-minutes stops early and says so."""
+    assert TrainConfig().max_minutes is None
+    console = Console(record=True, width=200)
+    meta = train(TrainConfig(steps=3, batch_size=2, eval_every=3, eval_n=5, max_minutes=0.0), tmp_path / "model",
+                 console=console, eval_sizes=(5,))
+    assert meta["steps_done"] == 1 and meta["history"][-1]["step"] == 1
+    assert "stopped at step 1 of 3 by --max-minutes" in console.export_text()

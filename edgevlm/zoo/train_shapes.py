@@ -63,7 +63,9 @@ class TrainConfig:
     threads: int = 2
     eval_every: int = 1000
     eval_n: int = 200
-    max_minutes: float = 28.0  # stop early (and still save) if training runs this long
+    # Optional wall-clock cap: stop early and still save. Off by default, because a cut cosine
+    # schedule gives a weaker model, and a rerun must run every step to reproduce the shipped one.
+    max_minutes: float | None = None
 
 
 def model_config(vocab_size: int, image_token_id: int) -> SmolVLMConfig:
@@ -325,7 +327,7 @@ def train(cfg: TrainConfig, out: Path = DEFAULT_OUT, console: Console | None = N
             opt.step()
             progress.update(task, advance=1, info=f"loss {loss.item():.4f}")
             minutes = (time.time() - t0) / 60
-            last = step + 1 == cfg.steps or minutes > cfg.max_minutes
+            last = step + 1 == cfg.steps or (cfg.max_minutes is not None and minutes > cfg.max_minutes)
             if (step + 1) % cfg.eval_every == 0 or last:
                 model.eval()
                 acc = quick_accuracy(model, processor, cfg.eval_n)
@@ -335,6 +337,9 @@ def train(cfg: TrainConfig, out: Path = DEFAULT_OUT, console: Console | None = N
                                        + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
             if last:
                 break
+    if step + 1 < cfg.steps:
+        console.print(f"[yellow]stopped at step {step + 1} of {cfg.steps} by --max-minutes {cfg.max_minutes}: "
+                      "this model is weaker than a full run and does not reproduce the shipped one[/]")
     model.eval()
     meta = {"train_config": asdict(cfg), "steps_done": step + 1, "minutes": round((time.time() - t0) / 60, 2),
             "parameters": n_params, "history": history, "torch": torch.__version__}
@@ -364,8 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default: {DEFAULT_OUT})")
     for name in ("seed", "steps", "batch_size", "threads", "eval_every", "eval_n"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    for name in ("lr", "max_minutes"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    p.add_argument("--lr", type=float, default=defaults.lr)
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop early after this many minutes and still save (default: run every step)")
     args = p.parse_args(argv)
     cfg = TrainConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size, threads=args.threads,
                       eval_every=args.eval_every, eval_n=args.eval_n, lr=args.lr, max_minutes=args.max_minutes)

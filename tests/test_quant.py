@@ -7,7 +7,7 @@ import struct
 
 import pytest
 import torch
-from edgevlm.quant.apply import quantize_model
+from edgevlm.quant.apply import quantize_model, skipped_layers
 from edgevlm.quant.awq import awq_linear
 from edgevlm.quant.calib import CalibSample, load_calibration
 from edgevlm.quant.gptq import HessianAccumulator, gptq_quantize
@@ -266,7 +266,8 @@ def test_shapes_vlm_int4_keeps_its_accuracy():
     # the layers no scheme applies to are listed (the patch convolution, the position embedding)
     skipped = {d["path"]: d["type"] for d in report.skipped}
     assert "Conv2d" in skipped.values() and not skipped.keys() & {layer.path for layer in report.layers}
-    assert all(d["reason"].endswith("kept float") for d in report.skipped)
+    for d in report.skipped:
+        assert d["type"] != "Linear" and d["reason"] == f"no quantized form for {d['type']}; kept float", d
 
 
 def test_shapes_vlm_int4_vision_tower_keeps_its_accuracy():
@@ -355,3 +356,14 @@ def test_calibration_from_an_image_folder_and_act_order_gptq(data_dir):
     vision = [r for r in report.layers if r.role == "vision_encoder"]
     assert vision and all(r.scheme == "int4:g32" and r.algorithm == "gptq" for r in vision)
     assert all(r.output_error < 0.3 for r in report.layers if r.output_error is not None)
+
+
+def test_skipped_layers_names_why_each_one_is_kept_float():
+    """A conv has no quantized form; a Linear outside every role is listed for that; a role's Linear is not listed."""
+    model = torch.nn.ModuleDict({"conv": torch.nn.Conv2d(3, 4, 2), "extra": torch.nn.Linear(4, 4),
+                                 "mlp": torch.nn.Linear(4, 4), "norm": torch.nn.LayerNorm(4)})
+    found = {d["path"]: d for d in skipped_layers(model, {"mlp": "language"})}
+    assert set(found) == {"conv", "extra"}
+    assert found["conv"]["reason"] == "no quantized form for Conv2d; kept float" and found["conv"]["parameters"] == 48
+    assert found["extra"]["type"] == "Linear" and "no role for the recipe" in found["extra"]["reason"]
+    assert found["extra"]["reason"].endswith("kept float")

@@ -116,8 +116,8 @@ def test_training_runs_every_step_unless_a_time_cap_is_asked_for(tmp_path):
 
 
 def test_training_is_deterministic_for_a_seed_on_one_host(tmp_path):
-    """The same seed gives the same weights and tokenizer (data, init, batch order and the data thread
-    are all seeded); another seed gives other weights. Across hosts only the accuracy is comparable."""
+    """The same seed gives the same weights and tokenizer (scenes, batch order and init all come from
+    the seed); another seed gives other weights. Across hosts only the accuracy is comparable."""
     from safetensors.torch import load_file
 
     def run(seed: int, name: str) -> dict:

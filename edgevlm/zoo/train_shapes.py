@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("seed", "steps", "batch_size", "threads", "eval_every", "eval_n"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     p.add_argument("--lr", type=float, default=defaults.lr)
-    p.add_argument("--max-minutes", type=float, default=None,
+    p.add_argument("--max-minutes", type=float, default=defaults.max_minutes,
                    help="stop early after this many minutes and still save (default: run every step)")
     args = p.parse_args(argv)
     cfg = TrainConfig(seed=args.seed, steps=args.steps, batch_size=args.batch_size, threads=args.threads,

@@ -12,3 +12,10 @@ def load(path, backend: str = "native", **options):
     from .sdk import load as _load
 
     return _load(path, backend, **options)
+
+
+def open_model(path, backend: str = "native", **options):
+    """Open a bundle as a model that sessions share (``model.session()``): see :mod:`edgevlm.sdk`."""
+    from .sdk import open_model as _open_model
+
+    return _open_model(path, backend, **options)

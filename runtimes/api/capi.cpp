@@ -215,6 +215,22 @@ evlm_status evlm_session_add_tokens(evlm_session* session, const int32_t* ids, s
   return guarded([&] { session->session->add_tokens(std::vector<int32_t>(ids, ids + n_ids)); });
 }
 
+evlm_status evlm_session_truncate(evlm_session* session, size_t n_tokens) {
+  if (!session) return invalid("evlm_session_truncate: session must not be NULL");
+  if (n_tokens > size_t(INT32_MAX)) return invalid("evlm_session_truncate: n_tokens too large");
+  return guarded([&] { session->session->truncate(int(n_tokens)); });
+}
+
+const int32_t* evlm_session_history(evlm_session* session, size_t* n_ids) {
+  if (!session) {
+    if (n_ids) *n_ids = 0;
+    return nullptr;
+  }
+  const auto& h = session->session->history();
+  if (n_ids) *n_ids = h.size();
+  return h.data();
+}
+
 evlm_status evlm_session_generate(evlm_session* session, const evlm_sampling_params* params,
                                   evlm_token_callback callback, void* user_data, int32_t* out_tokens, size_t capacity,
                                   size_t* n_out) {

@@ -65,24 +65,6 @@ std::string Stats::to_json() const {
 
 // ---- Model -------------------------------------------------------------------------------------
 
-/// Engines of one model: the one loaded with it (handed to the first session), then new ones.
-class EnginePool {
- public:
-  EnginePool(const Bundle& bundle, cpu::EngineOptions options)
-      : bundle_(bundle), options_(std::move(options)), first_(cpu::CpuEngine::load(bundle_, options_)) {}
-  std::unique_ptr<Engine> take() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (first_) return std::move(first_);
-    return cpu::CpuEngine::load(bundle_, options_);
-  }
-
- private:
-  const Bundle& bundle_;
-  cpu::EngineOptions options_;
-  std::mutex mu_;
-  std::unique_ptr<Engine> first_;
-};
-
 std::shared_ptr<Model> Model::load(const std::string& bundle_dir, const ModelOptions& options) {
   const auto t0 = Clock::now();
   std::shared_ptr<Model> m(new Model());
@@ -110,12 +92,25 @@ std::shared_ptr<Model> Model::load(const std::string& bundle_dir, const ModelOpt
   eo.threads = options.threads;
   eo.kernels = options.kernels;
   eo.max_context = m->max_context_;
-  m->engines_ = std::make_shared<EnginePool>(m->bundle_, eo);
+  m->engines_ = cpu::CpuModel::load(m->bundle_, eo);
   m->load_ms_ = ms_since(t0);
   return m;
 }
 
-std::unique_ptr<Engine> Model::new_engine() const { return engines_->take(); }
+std::unique_ptr<Engine> Model::new_engine() const { return engines_->new_engine(); }
+
+std::vector<int32_t> Model::turn_ids(const std::string& text, const std::vector<std::array<int, 2>>& image_sizes,
+                                     bool first, bool use_template) const {
+  if (!image_sizes.empty() && !has_vision_) fail(ErrorCode::kInvalidArgument, "this is a text-only model: it takes no images");
+  const std::string rendered = prompts_->render_turn(text, int(image_sizes.size()), first, use_template);
+  std::vector<std::array<int, 2>> grids;
+  for (const auto& wh : image_sizes) {
+    if (wh[0] < 1 || wh[1] < 1 || wh[0] > kMaxImageSide || wh[1] > kMaxImageSide)
+      fail(ErrorCode::kInvalidArgument, "image of " + std::to_string(wh[0]) + "x" + std::to_string(wh[1]) + " pixels: bad size");
+    grids.push_back(image_grid(wh[0], wh[1], image_params_));
+  }
+  return prompts_->tokenize(rendered, grids, first);
+}
 
 // ---- Session -----------------------------------------------------------------------------------
 
@@ -141,7 +136,22 @@ void Session::reset() {
   pos_ = 0;
   turns_ = 0;
   pending_ = -1;
+  pending_stop_ = false;
   new_stats();
+}
+
+void Session::truncate(int n_tokens) {
+  if (n_tokens < 0 || n_tokens > pos_)
+    fail(ErrorCode::kInvalidArgument, "truncate: " + std::to_string(n_tokens) + " tokens asked, the KV cache holds " +
+                                          std::to_string(pos_));
+  // rows past n_tokens stay in the cache but are never read: attention sees positions <= the query's
+  history_.resize(size_t(n_tokens));
+  pos_ = n_tokens;
+  pending_ = -1;
+  pending_stop_ = false;
+  have_logits_ = false;
+  if (n_tokens == 0) turns_ = 0;
+  stats_.context_used = pos_;
 }
 
 void Session::add_turn(const std::vector<InputChunk>& chunks, bool use_template) {
@@ -158,11 +168,9 @@ void Session::add_turn(const std::vector<InputChunk>& chunks, bool use_template)
   const std::string rendered = model_->prompts().render_turn(text, int(images.size()), first, use_template);
   std::vector<ImageTiles> tiles;
   std::vector<std::array<int, 2>> grids;
-  int n_tiles = 0;
   for (const InputChunk* c : images) {
     tiles.push_back(preprocess_image(c->rgb, c->rgb_size, c->width, c->height, model_->image_params()));
     grids.push_back({tiles.back().rows, tiles.back().cols});
-    n_tiles += tiles.back().num_tiles;
   }
   std::vector<int32_t> ids = model_->prompts().tokenize(rendered, grids, first);
   if (ids.empty()) fail(ErrorCode::kInvalidArgument, "the prompt is empty");
@@ -170,32 +178,37 @@ void Session::add_turn(const std::vector<InputChunk>& chunks, bool use_template)
   take_pending(ids);
   new_stats();
   stats_.preprocess_ms = ms_since(t0);
-  stats_.image_tiles = n_tiles;
 
   std::vector<float> features;
-  int feature_rows = 0;
-  if (n_tiles > 0) {
-    const auto t1 = Clock::now();
-    const int T = engine_->tokens_per_tile(), H = engine_->hidden_size();
-    features.resize(size_t(n_tiles) * T * H);
-    size_t at = 0;
-    for (const ImageTiles& t : tiles) {
-      if (t.height != engine_->tile_size() || t.width != engine_->tile_size())
-        fail(ErrorCode::kInternal, "preprocessed tiles are " + std::to_string(t.height) + "x" + std::to_string(t.width) +
-                                       " but the encoder takes " + std::to_string(engine_->tile_size()));
-      engine_->encode_images(t.pixels.data(), t.num_tiles, features.data() + at);
-      at += size_t(t.num_tiles) * T * H;
-    }
-    feature_rows = n_tiles * T;
-    stats_.vision_encode_ms = ms_since(t1);
-  }
+  const int feature_rows = encode(tiles, features);
   prefill_ids(ids, features, feature_rows);
   stats_.ttft_ms = stats_.preprocess_ms + stats_.vision_encode_ms + stats_.prefill_ms;
   ++turns_;
 }
 
+int Session::encode(const std::vector<ImageTiles>& tiles, std::vector<float>& features) {
+  int n_tiles = 0;
+  for (const ImageTiles& t : tiles) n_tiles += t.num_tiles;
+  stats_.image_tiles = n_tiles;
+  if (n_tiles == 0) return 0;
+  const auto t1 = Clock::now();
+  const int T = engine_->tokens_per_tile(), H = engine_->hidden_size();
+  features.resize(size_t(n_tiles) * T * H);
+  size_t at = 0;
+  for (const ImageTiles& t : tiles) {
+    if (t.height != engine_->tile_size() || t.width != engine_->tile_size())
+      fail(ErrorCode::kInternal, "preprocessed tiles are " + std::to_string(t.height) + "x" + std::to_string(t.width) +
+                                     " but the encoder takes " + std::to_string(engine_->tile_size()));
+    engine_->encode_images(t.pixels.data(), t.num_tiles, features.data() + at);
+    at += size_t(t.num_tiles) * T * H;
+  }
+  stats_.vision_encode_ms = ms_since(t1);
+  return n_tiles * T;
+}
+
 void Session::check_fits(size_t n) const {
-  const int64_t rows = int64_t(n) + (pending_ >= 0 ? 1 : 0);  // the previous reply's unfed token goes first
+  // the previous reply's unfed token goes first (a stop token is dropped instead)
+  const int64_t rows = int64_t(n) + (pending_ >= 0 && !pending_stop_ ? 1 : 0);
   if (pos_ + rows > model_->max_context())
     fail(ErrorCode::kContextOverflow, "prompt of " + std::to_string(rows) + " tokens at position " + std::to_string(pos_) +
                                           " does not fit the context of " + std::to_string(model_->max_context()) + " tokens");
@@ -203,23 +216,43 @@ void Session::check_fits(size_t n) const {
 
 void Session::take_pending(std::vector<int32_t>& ids) {
   if (pending_ < 0) return;
-  ids.insert(ids.begin(), pending_);
-  history_.pop_back();  // it is re-added with the prompt
+  history_.pop_back();  // re-added with the prompt, or dropped when a stop token (the prompt closes the reply)
+  if (!pending_stop_) ids.insert(ids.begin(), pending_);
   pending_ = -1;
+  pending_stop_ = false;
 }
 
-void Session::add_tokens(const std::vector<int32_t>& given) {
+void Session::add_tokens(const std::vector<int32_t>& given, const std::vector<InputChunk>& images) {
+  const auto t0 = Clock::now();
   if (given.empty()) fail(ErrorCode::kInvalidArgument, "no prompt tokens");
+  if (!images.empty() && !model_->has_vision()) fail(ErrorCode::kInvalidArgument, "this is a text-only model: it takes no images");
+  const PromptConfig& pc = model_->prompts().config();
   std::vector<int32_t> ids(given);
   for (int32_t id : ids)
-    if (id < 0 || id >= engine_->vocab_size())
+    if ((id < 0 || id >= engine_->vocab_size()) && !(pc.has_image_token && id == pc.image_token_id))
       fail(ErrorCode::kInvalidArgument, "token id " + std::to_string(id) + " outside the vocabulary (" +
                                             std::to_string(engine_->vocab_size()) + ")");
   check_fits(ids.size());
+  std::vector<ImageTiles> tiles;
+  int64_t rows_needed = 0;
+  for (const InputChunk& c : images) {
+    if (!c.is_image) fail(ErrorCode::kInvalidArgument, "add_tokens: a text chunk among the images");
+    tiles.push_back(preprocess_image(c.rgb, c.rgb_size, c.width, c.height, model_->image_params()));
+    rows_needed += int64_t(tiles.back().num_tiles) * engine_->tokens_per_tile();
+  }
+  if (!images.empty()) {
+    const int64_t slots = std::count(ids.begin(), ids.end(), pc.image_token_id);
+    if (slots != rows_needed)
+      fail(ErrorCode::kInvalidArgument, "the prompt has " + std::to_string(slots) + " image token rows but the " +
+                                            std::to_string(images.size()) + " images give " + std::to_string(rows_needed));
+  }
   take_pending(ids);
   new_stats();
-  prefill_ids(ids, {}, 0);
-  stats_.ttft_ms = stats_.prefill_ms;
+  stats_.preprocess_ms = ms_since(t0);
+  std::vector<float> features;
+  const int feature_rows = encode(tiles, features);
+  prefill_ids(ids, features, feature_rows);
+  stats_.ttft_ms = stats_.preprocess_ms + stats_.vision_encode_ms + stats_.prefill_ms;
   ++turns_;
 }
 
@@ -300,7 +333,10 @@ std::vector<int32_t> Session::generate(const SamplingParams& params, const Token
   // the last sampled token is not in the cache: a stop token is closed by the next turn's text;
   // any other token is fed first when the conversation goes on
   have_logits_ = false;
-  if (!out.empty() && stats_.finish_reason != "stop") pending_ = out.back();
+  if (!out.empty()) {
+    pending_ = out.back();
+    pending_stop_ = !params.ignore_eos && std::find(stops.begin(), stops.end(), pending_) != stops.end();
+  }
   stats_.context_used = pos_;
   stats_.peak_rss_mb = peak_rss_mb();
   return out;

@@ -4,6 +4,7 @@
 // (include/edgevlm/edgevlm.h) and the Python binding are thin layers over these two classes.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -20,8 +21,9 @@
 
 namespace edgevlm {
 
-struct ModelOptions;
-class EnginePool;
+namespace cpu {
+class CpuModel;
+}
 
 struct ModelOptions {
   int threads = 0;             // 0: every core
@@ -45,9 +47,12 @@ class Model {
   const std::vector<int32_t>& eos_ids() const { return eos_ids_; }
   double load_ms() const { return load_ms_; }
   const ModelOptions& options() const { return options_; }
-  /// An engine with its own KV cache for a new session: the one loaded with the model for the
-  /// first session, a freshly loaded one for each further session.
+  /// An engine with its own KV cache for a new session, over the model's one copy of the weights.
   std::unique_ptr<Engine> new_engine() const;
+  /// Prompt ids of one user turn as add_turn makes them: the chat template (when use_template),
+  /// images[i] = {width, height} laid out as image tokens, BOS when `first`.
+  std::vector<int32_t> turn_ids(const std::string& text, const std::vector<std::array<int, 2>>& image_sizes,
+                                bool first, bool use_template = true) const;
 
  private:
   Model() = default;
@@ -60,7 +65,7 @@ class Model {
   std::vector<int32_t> eos_ids_;
   double load_ms_ = 0.0;
   ModelOptions options_;
-  std::shared_ptr<EnginePool> engines_;
+  std::shared_ptr<cpu::CpuModel> engines_;  // the packed weights every session's engine shares
 };
 
 /// One input chunk of a turn: text, or an RGB8 image (row-major, 3 bytes per pixel).
@@ -114,16 +119,25 @@ class Session {
   /// layout of the chat templates); through the chat template unless `use_template` is false.
   /// Tokenizes, encodes images, prefills. Throws kContextOverflow when it does not fit.
   void add_turn(const std::vector<InputChunk>& chunks, bool use_template = true);
-  /// Raw prompt ids (benchmarks, tests): prefilled as they are.
-  void add_tokens(const std::vector<int32_t>& ids);
+  /// Raw prompt ids, prefilled as they are (benchmarks, tests, servers that build prompts
+  /// themselves with Model::turn_ids). The rows holding the image token take the images' features
+  /// in order; their count must match the images' tiles.
+  void add_tokens(const std::vector<int32_t>& ids, const std::vector<InputChunk>& images = {});
   /// Samples up to max_new_tokens from the logits of the last prefill; the generated tokens stay
   /// in the cache so a next turn continues the conversation.
   std::vector<int32_t> generate(const SamplingParams& params, const TokenCallback& on_token = {});
   void reset();
+  /// Keeps the first n_tokens of the history (those ids stay in the KV cache) and forgets the
+  /// rest, so a prompt that extends that prefix is prefilled from there (add_tokens). n_tokens
+  /// must be at most position(). Generate needs a prefill after it.
+  void truncate(int n_tokens);
   /// Asks a running generate() to stop after the current token (thread-safe).
   void cancel() { cancel_.store(true); }
 
   const Stats& stats() const { return stats_; }
+  /// The ids in the KV cache, in order; after a generation, also its last token, which the cache
+  /// does not hold yet (it is fed first when the conversation goes on, or dropped when it was a
+  /// stop token: the next turn's text closes the reply).
   const std::vector<int32_t>& history() const { return history_; }
   const std::vector<float>& last_logits() const { return logits_; }
   int position() const { return pos_; }
@@ -134,6 +148,8 @@ class Session {
   void check_fits(size_t n) const;  // throws kContextOverflow; call before take_pending
   void take_pending(std::vector<int32_t>& ids);
   void new_stats();
+  /// Preprocessed images -> features [rows, H]; returns the rows (stats: image_tiles, vision_encode_ms).
+  int encode(const std::vector<ImageTiles>& tiles, std::vector<float>& features);
   void prefill_ids(const std::vector<int32_t>& ids, const std::vector<float>& image_rows, int image_token_rows);
 
   std::shared_ptr<Model> model_;
@@ -143,7 +159,8 @@ class Session {
   bool have_logits_ = false;
   int pos_ = 0;
   int turns_ = 0;
-  int32_t pending_ = -1;  // the reply's last token when it was not a stop token: not yet in the cache
+  int32_t pending_ = -1;     // the reply's last token (the end of history_): not yet in the cache
+  bool pending_stop_ = false;  // it was a stop token: dropped, not fed, when the conversation goes on
   Stats stats_;
   std::atomic<bool> cancel_{false};
 };

@@ -51,6 +51,23 @@ ImageArg to_image(const py::handle& obj, size_t index) {
 
 py::object json_loads(const std::string& s) { return py::module_::import("json").attr("loads")(s); }
 
+// Image chunks viewing the arrays of `keep` (which must outlive them).
+std::vector<InputChunk> image_chunks(const py::list& images, std::vector<ImageArg>& keep) {
+  size_t i = 0;
+  for (const auto& obj : images) keep.push_back(to_image(obj, i++));
+  std::vector<InputChunk> chunks;
+  for (const auto& im : keep) {
+    InputChunk c;
+    c.is_image = true;
+    c.rgb = im.array.data();
+    c.rgb_size = size_t(im.array.size());
+    c.height = int(im.array.shape(0));
+    c.width = int(im.array.shape(1));
+    chunks.push_back(c);
+  }
+  return chunks;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -101,7 +118,21 @@ PYBIND11_MODULE(_native, m) {
       }, py::arg("ids"), py::arg("skip_special") = false)
       .def("render_turn", [](const Model& mo, const std::string& text, int n_images, bool first, bool use_template) {
         return mo.prompts().render_turn(text, n_images, first, use_template);
-      }, py::arg("text"), py::arg("n_images") = 0, py::arg("first") = true, py::arg("use_template") = true);
+      }, py::arg("text"), py::arg("n_images") = 0, py::arg("first") = true, py::arg("use_template") = true)
+      .def("turn_ids", [](const Model& mo, const std::string& text, const std::vector<std::array<int, 2>>& image_sizes,
+                          bool first, bool use_template) {
+        return mo.turn_ids(text, image_sizes, first, use_template);
+      }, py::arg("text"), py::arg("image_sizes") = std::vector<std::array<int, 2>>(), py::arg("first") = true,
+         py::arg("use_template") = true,
+         "Prompt ids of one user turn as add_turn makes them; image_sizes: (width, height) of each image.")
+      .def_property_readonly("image_token_id", [](const Model& mo) -> py::object {
+        const PromptConfig& pc = mo.prompts().config();
+        return pc.has_image_token ? py::object(py::int_(pc.image_token_id)) : py::object(py::none());
+      })
+      .def_property_readonly("bos_id", [](const Model& mo) -> py::object {
+        const int32_t b = mo.prompts().config().bos_id;
+        return b >= 0 ? py::object(py::int_(b)) : py::object(py::none());
+      });
 
   py::class_<Session>(m, "Session")
       .def(py::init([](std::shared_ptr<Model> model) {
@@ -111,28 +142,24 @@ PYBIND11_MODULE(_native, m) {
       .def("add_turn",
            [](Session& s, const std::string& text, const py::list& images, bool use_template) {
              std::vector<ImageArg> keep;
-             std::vector<InputChunk> chunks;
-             size_t i = 0;
-             for (const auto& obj : images) keep.push_back(to_image(obj, i++));
-             for (const auto& im : keep) {
-               InputChunk c;
-               c.is_image = true;
-               c.rgb = im.array.data();
-               c.rgb_size = size_t(im.array.size());
-               c.height = int(im.array.shape(0));
-               c.width = int(im.array.shape(1));
-               chunks.push_back(c);
-             }
+             std::vector<InputChunk> chunks = image_chunks(images, keep);
              chunks.push_back(InputChunk::of_text(text));
              py::gil_scoped_release release;
              s.add_turn(chunks, use_template);
            },
            py::arg("text"), py::arg("images") = py::list(), py::arg("use_template") = true,
            "One user turn (images as uint8 [H, W, 3] arrays), tokenized, encoded and prefilled.")
-      .def("add_tokens", [](Session& s, const std::vector<int32_t>& ids) {
+      .def("add_tokens", [](Session& s, const std::vector<int32_t>& ids, const py::list& images) {
+        std::vector<ImageArg> keep;
+        const std::vector<InputChunk> chunks = image_chunks(images, keep);
         py::gil_scoped_release release;
-        s.add_tokens(ids);
-      }, py::arg("ids"))
+        s.add_tokens(ids, chunks);
+      }, py::arg("ids"), py::arg("images") = py::list(),
+         "Prompt ids prefilled as they are; the image-token rows take the images' features in order.")
+      .def("truncate", [](Session& s, int n_tokens) {
+        py::gil_scoped_release release;
+        s.truncate(n_tokens);
+      }, py::arg("n_tokens"), "Keep the first n_tokens of the history in the KV cache, forget the rest.")
       .def("generate",
            [](Session& s, int max_new_tokens, float temperature, int top_k, float top_p, float repetition_penalty,
               uint64_t seed, bool ignore_eos, const py::object& on_token) {

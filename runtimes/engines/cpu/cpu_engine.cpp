@@ -7,8 +7,8 @@
 
 namespace edgevlm::cpu {
 
-std::unique_ptr<CpuEngine> CpuEngine::load(const Bundle& bundle, const EngineOptions& opt) {
-  std::unique_ptr<CpuEngine> e(new CpuEngine());
+std::shared_ptr<CpuModel> CpuModel::load(const Bundle& bundle, const EngineOptions& opt) {
+  std::shared_ptr<CpuModel> e(new CpuModel());
   const nlohmann::json& m = bundle.manifest();
   e->family_ = bundle.family();
   if (e->family_ != "llama" && e->family_ != "smolvlm" && e->family_ != "llava" && e->family_ != "mobilevlm") {
@@ -20,24 +20,24 @@ std::unique_ptr<CpuEngine> CpuEngine::load(const Bundle& bundle, const EngineOpt
   if (e->max_context_ < 1) fail(ErrorCode::kCorruptFile, bundle.dir() + "/manifest.json: max_context missing or not positive");
 
   if (!opt.kernels.empty()) {
-    e->compute_.k = kernels_by_name(opt.kernels.c_str());
-    if (!e->compute_.k) fail(ErrorCode::kUnsupported, "kernel set '" + opt.kernels + "' is not available on this CPU");
+    e->kernels_ = kernels_by_name(opt.kernels.c_str());
+    if (!e->kernels_) fail(ErrorCode::kUnsupported, "kernel set '" + opt.kernels + "' is not available on this CPU");
   } else {
-    e->compute_.k = &kernels();
+    e->kernels_ = &cpu::kernels();
   }
   int threads = opt.threads;
   if (threads <= 0) threads = std::max(1, std::min(4, static_cast<int>(std::thread::hardware_concurrency())));
   if (threads > 1) e->pool_ = std::make_unique<ThreadPool>(threads);
-  e->compute_.pool = e->pool_.get();
 
   std::string kv = opt.kv_dtype;
   if (kv.empty()) {
     const nlohmann::json& q = bundle.quantization_config();
     kv = q.is_object() && q.value("kv_cache", std::string("float")) == "int8" ? "int8" : "f16";
   }
+  e->kv_ = kv_dtype_from_name(kv);
   const WeightSource ws(bundle, e->family_);
   const TextConfig tc = TextConfig::from_json(m.at("text_config"));
-  e->decoder_.load(ws, tc, e->max_context_, kv_dtype_from_name(kv));
+  e->decoder_ = LlamaWeights::load(ws, tc, e->max_context_);
   if (e->family_ != "llama") {
     if (!m.contains("vision_config")) fail(ErrorCode::kCorruptFile, bundle.dir() + "/manifest.json: vision_config missing");
     e->vision_ = std::make_unique<VisionPipeline>();
@@ -47,6 +47,18 @@ std::unique_ptr<CpuEngine> CpuEngine::load(const Bundle& bundle, const EngineOpt
   // only the pages it touches. Without this the whole file would stay resident beside its copy.
   e->weights_.release_pages();
   return e;
+}
+
+std::unique_ptr<CpuEngine> CpuModel::new_engine() { return std::unique_ptr<CpuEngine>(new CpuEngine(shared_from_this())); }
+
+CpuEngine::CpuEngine(std::shared_ptr<CpuModel> model)
+    : model_(std::move(model)), decoder_(model_->decoder_, model_->kv_) {
+  compute_.k = model_->kernels_;
+  compute_.pool = model_->pool_.get();
+}
+
+std::unique_ptr<CpuEngine> CpuEngine::load(const Bundle& bundle, const EngineOptions& opt) {
+  return CpuModel::load(bundle, opt)->new_engine();
 }
 
 std::string CpuEngine::name() const {
@@ -59,11 +71,13 @@ void CpuEngine::embed(const int64_t* ids, int n, float* out) {
 }
 
 void CpuEngine::encode_images(const float* tiles, int n, float* out) {
-  if (!vision_) fail(ErrorCode::kInvalidArgument, family_ + " is a text-only model: it takes no images");
+  VisionPipeline* vision = model_->vision_.get();
+  if (!vision) fail(ErrorCode::kInvalidArgument, model_->family_ + " is a text-only model: it takes no images");
   if (n < 0) fail(ErrorCode::kInvalidArgument, "negative tile count");
-  const size_t S = vision_->tile_size();
+  const size_t S = vision->tile_size();
   const size_t tile = 3 * S * S, feat = static_cast<size_t>(tokens_per_tile()) * hidden_size();
-  for (int i = 0; i < n; ++i) vision_->forward(compute_, tiles + i * tile, out + i * feat);
+  std::lock_guard<std::mutex> lock(model_->vision_mu_);
+  for (int i = 0; i < n; ++i) vision->forward(compute_, tiles + i * tile, out + i * feat);
 }
 
 void CpuEngine::prefill(const float* rows, const int32_t* positions, int c, float* logits) {

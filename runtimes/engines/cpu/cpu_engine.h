@@ -1,15 +1,21 @@
 // The CPU engine: a bundle's native weights (weights/model.safetensors + config.json with
-// quantization_config) packed once at load, the forward passes of engines/cpu/, one KV cache, a
-// thread pool. Implements edgevlm::Engine.
+// quantization_config) packed once at load into a CpuModel, which any number of engines share;
+// each CpuEngine adds its own KV cache and scratch (one per session). Implements edgevlm::Engine.
 //
-//   auto engine = edgevlm::cpu::CpuEngine::load(edgevlm::Bundle::open(dir), {.threads = 2});
-//   engine->embed(ids, n, rows);                      // [n, H]
-//   engine->encode_images(tiles, n_tiles, features);  // [n_tiles, T_img, H]
+//   auto model = edgevlm::cpu::CpuModel::load(edgevlm::Bundle::open(dir), {.threads = 2});
+//   auto engine = model->new_engine();                 // or CpuEngine::load(bundle, options): both at once
+//   engine->embed(ids, n, rows);                       // [n, H]
+//   engine->encode_images(tiles, n_tiles, features);   // [n_tiles, T_img, H]
 //   edgevlm::run_prefill(*engine, rows, n, 0, chunk, logits);   // core/prefill.h
 //   engine->decode(row, pos, logits);
+//
+// Engines of one model may run on different threads at once: the weights are read-only, the
+// thread pool serializes its parallel loops, and the vision tower (whose scratch the model owns)
+// encodes one image at a time.
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -28,16 +34,45 @@ struct EngineOptions {
   int max_context = 0;       // 0: the manifest's max_context
 };
 
-class CpuEngine final : public Engine {
+class CpuEngine;
+
+/// What the engines of one model share: packed weights, the kernel set, the thread pool.
+class CpuModel : public std::enable_shared_from_this<CpuModel> {
  public:
   /// Loads and packs every weight. Errors: Error(kCorruptFile / kUnsupported / kInvalidArgument).
+  static std::shared_ptr<CpuModel> load(const Bundle& bundle, const EngineOptions& options = {});
+  /// A new engine over these weights with its own (empty) KV cache.
+  std::unique_ptr<CpuEngine> new_engine();
+
+  int threads() const { return pool_ ? pool_->size() : 1; }
+  const Kernels& kernels() const { return *kernels_; }
+  int max_context() const { return max_context_; }
+  KvDtype kv_dtype() const { return kv_; }
+
+ private:
+  friend class CpuEngine;
+  CpuModel() = default;
+  SafeTensors weights_;  // keeps the mapping the embedding rows read alive
+  std::unique_ptr<ThreadPool> pool_;
+  const Kernels* kernels_ = nullptr;
+  std::shared_ptr<const LlamaWeights> decoder_;
+  std::unique_ptr<VisionPipeline> vision_;
+  std::mutex vision_mu_;  // the vision pipeline's scratch is shared: one image at a time
+  int max_context_ = 0;
+  KvDtype kv_ = KvDtype::f16;
+  std::string family_;
+};
+
+class CpuEngine final : public Engine {
+ public:
+  /// A model and its first engine (the engine keeps the model alive).
   static std::unique_ptr<CpuEngine> load(const Bundle& bundle, const EngineOptions& options = {});
 
   int hidden_size() const override { return decoder_.config().hidden; }
   int vocab_size() const override { return decoder_.config().vocab; }
-  int max_context() const override { return max_context_; }
-  int tokens_per_tile() const override { return vision_ ? vision_->tokens_per_tile() : 0; }
-  int tile_size() const override { return vision_ ? vision_->tile_size() : 0; }
+  int max_context() const override { return model_->max_context_; }
+  int tokens_per_tile() const override { return model_->vision_ ? model_->vision_->tokens_per_tile() : 0; }
+  int tile_size() const override { return model_->vision_ ? model_->vision_->tile_size() : 0; }
   std::string name() const override;
 
   void embed(const int64_t* ids, int n, float* out) override;
@@ -46,19 +81,17 @@ class CpuEngine final : public Engine {
   void decode(const float* row, int32_t position, float* logits) override;
   void reset() override { decoder_.reset(); }
 
-  int threads() const { return pool_ ? pool_->size() : 1; }
+  int threads() const { return model_->threads(); }
   const char* kernels_name() const { return compute_.k->name; }
   KvDtype kv_dtype() const { return decoder_.cache().dtype(); }
+  const std::shared_ptr<CpuModel>& model() const { return model_; }
 
  private:
-  CpuEngine() = default;
-  SafeTensors weights_;  // keeps the mapping the embedding rows read alive
-  std::unique_ptr<ThreadPool> pool_;
-  Compute compute_;
+  friend class CpuModel;
+  explicit CpuEngine(std::shared_ptr<CpuModel> model);
+  std::shared_ptr<CpuModel> model_;
+  Compute compute_;  // the model's kernels and pool; this engine's activation scratch
   LlamaDecoder decoder_;
-  std::unique_ptr<VisionPipeline> vision_;
-  int max_context_ = 0;
-  std::string family_;
 };
 
 }  // namespace edgevlm::cpu

@@ -9,14 +9,15 @@
 
 namespace edgevlm::cpu {
 
-void LlamaDecoder::load(const WeightSource& ws, const TextConfig& cfg, int max_context, KvDtype kv) {
-  cfg_ = cfg;
-  act_ = act_from_name(cfg.hidden_act);
+std::shared_ptr<const LlamaWeights> LlamaWeights::load(const WeightSource& ws, const TextConfig& cfg, int max_context) {
+  auto w = std::make_shared<LlamaWeights>();
+  w->cfg = cfg;
+  w->act = act_from_name(cfg.hidden_act);
+  w->max_context = max_context;
   const int H = cfg.hidden, hd = cfg.head_dim, I = cfg.intermediate;
   const std::string lm = "language_model.";
-  embed_ = ws.embedding(lm + "embed_tokens", cfg.vocab, H);
-  layers_.clear();
-  layers_.reserve(cfg.layers);
+  w->embed = ws.embedding(lm + "embed_tokens", cfg.vocab, H);
+  w->layers.reserve(cfg.layers);
   for (int i = 0; i < cfg.layers; ++i) {
     const std::string p = lm + "layers." + std::to_string(i) + ".";
     DecoderLayer L;
@@ -31,38 +32,43 @@ void LlamaDecoder::load(const WeightSource& ws, const TextConfig& cfg, int max_c
     L.down = ws.linear(p + "mlp.down_proj", H, I, cfg.mlp_bias);
     L.fused_qkv = fuse_linears({&L.q, &L.k, &L.v}, L.qkv);
     L.fused_gate_up = fuse_linears({&L.gate, &L.up}, L.gate_up);
-    layers_.push_back(std::move(L));
+    w->layers.push_back(std::move(L));
   }
-  final_norm_ = ws.floats(lm + "norm.weight", {H});
+  w->final_norm = ws.floats(lm + "norm.weight", {H});
   const bool tied = cfg.tie_word_embeddings;
-  lm_head_ = tied ? ws.tied_head(lm + "embed_tokens", lm + "lm_head", cfg.vocab, H)
-                  : ws.linear(lm + "lm_head", cfg.vocab, H, false);
+  w->lm_head = tied ? ws.tied_head(lm + "embed_tokens", lm + "lm_head", cfg.vocab, H)
+                    : ws.linear(lm + "lm_head", cfg.vocab, H, false);
 
   float scale = 1.f;
   const std::vector<float> inv = rope_inverse_frequencies(cfg, &scale);
   const int half = hd / 2;
-  cos_.assign(static_cast<size_t>(max_context) * half, 0.f);
-  sin_.assign(cos_.size(), 0.f);
+  w->cos.assign(static_cast<size_t>(max_context) * half, 0.f);
+  w->sin.assign(w->cos.size(), 0.f);
   for (int p = 0; p < max_context; ++p) {
     for (int i = 0; i < half; ++i) {
       const float f = static_cast<float>(p) * inv[i];
-      cos_[static_cast<size_t>(p) * half + i] = std::cos(f) * scale;
-      sin_[static_cast<size_t>(p) * half + i] = std::sin(f) * scale;
+      w->cos[static_cast<size_t>(p) * half + i] = std::cos(f) * scale;
+      w->sin[static_cast<size_t>(p) * half + i] = std::sin(f) * scale;
     }
   }
-  cache_.init(kv, cfg.layers, cfg.kv_heads, max_context, hd);
-  cap_ = 0;
-  last_.assign(H, 0.f);
+  return w;
+}
+
+LlamaDecoder::LlamaDecoder(std::shared_ptr<const LlamaWeights> weights, KvDtype kv) : w_(std::move(weights)) {
+  const TextConfig& cfg = w_->cfg;
+  cache_.init(kv, cfg.layers, cfg.kv_heads, w_->max_context, cfg.head_dim);
+  last_.assign(cfg.hidden, 0.f);
 }
 
 void LlamaDecoder::embed(const int64_t* ids, int n, float* out) const {
-  for (int i = 0; i < n; ++i) embed_.row(ids[i], out + static_cast<size_t>(i) * cfg_.hidden);
+  for (int i = 0; i < n; ++i) w_->embed.row(ids[i], out + static_cast<size_t>(i) * w_->cfg.hidden);
 }
 
 void LlamaDecoder::ensure_scratch(int C) {
   if (C <= cap_) return;
-  const size_t H = cfg_.hidden, qd = static_cast<size_t>(cfg_.heads) * cfg_.head_dim,
-               kd = static_cast<size_t>(cfg_.kv_heads) * cfg_.head_dim, I = cfg_.intermediate;
+  const TextConfig& cfg = w_->cfg;
+  const size_t H = cfg.hidden, qd = static_cast<size_t>(cfg.heads) * cfg.head_dim,
+               kd = static_cast<size_t>(cfg.kv_heads) * cfg.head_dim, I = cfg.intermediate;
   x_.resize(C * H), h_.resize(C * H), qkv_.resize(C * (qd + 2 * kd));
   att_.resize(C * qd), gu_.resize(C * 2 * I), mid_.resize(C * I);
   cap_ = C;
@@ -82,7 +88,8 @@ static inline void rope(float* x, const float* cs, const float* sn, int half) {
 // a part converts its kv head's keys and values to float once for all its rows, or, with an fp16
 // cache and a kernel set that has attend_f16, reads them in place.
 void LlamaDecoder::attention(Compute& c, int layer, const int32_t* positions, int C, const float* q, size_t ldq) {
-  const int nh = cfg_.heads, kvh = cfg_.kv_heads, hd = cfg_.head_dim, groups = nh / kvh;
+  const TextConfig& cfg = w_->cfg;
+  const int nh = cfg.heads, kvh = cfg.kv_heads, hd = cfg.head_dim, groups = nh / kvh;
   const int ctx = cache_.max_context();
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   int64_t work = 0;
@@ -141,13 +148,15 @@ void LlamaDecoder::forward(Compute& c, const float* rows, const int32_t* positio
     }
   }
   ensure_scratch(C);
-  const int H = cfg_.hidden, nh = cfg_.heads, kvh = cfg_.kv_heads, hd = cfg_.head_dim, I = cfg_.intermediate;
+  const LlamaWeights& W = *w_;
+  const TextConfig& cfg = W.cfg;
+  const int H = cfg.hidden, nh = cfg.heads, kvh = cfg.kv_heads, hd = cfg.head_dim, I = cfg.intermediate;
   const int half = hd / 2;
-  const float eps = cfg_.rms_norm_eps;
+  const float eps = cfg.rms_norm_eps;
   const size_t qd = static_cast<size_t>(nh) * hd, kd = static_cast<size_t>(kvh) * hd;
   std::copy(rows, rows + static_cast<size_t>(C) * H, x_.begin());
-  for (int l = 0; l < cfg_.layers; ++l) {
-    DecoderLayer& L = layers_[l];
+  for (int l = 0; l < cfg.layers; ++l) {
+    const DecoderLayer& L = W.layers[l];
     for (int i = 0; i < C; ++i) rms_norm(&x_[static_cast<size_t>(i) * H], L.input_norm.data(), H, eps, &h_[static_cast<size_t>(i) * H]);
     // q, k, v of row i at qkv_ + i*ldq (+ qd, + qd + kd): fused side by side, else three blocks
     float *q = qkv_.data(), *k = q + qd, *v = k + kd;
@@ -161,8 +170,8 @@ void LlamaDecoder::forward(Compute& c, const float* rows, const int32_t* positio
       L.v.forward(c, h_.data(), C, v);
     }
     for (int i = 0; i < C; ++i) {
-      const float* cs = &cos_[static_cast<size_t>(positions[i]) * half];
-      const float* sn = &sin_[static_cast<size_t>(positions[i]) * half];
+      const float* cs = &W.cos[static_cast<size_t>(positions[i]) * half];
+      const float* sn = &W.sin[static_cast<size_t>(positions[i]) * half];
       for (int h = 0; h < nh; ++h) rope(q + i * ldq + static_cast<size_t>(h) * hd, cs, sn, half);
       for (int h = 0; h < kvh; ++h) {
         float* kr = k + i * ldk + static_cast<size_t>(h) * hd;
@@ -190,17 +199,17 @@ void LlamaDecoder::forward(Compute& c, const float* rows, const int32_t* positio
       const float* gi = gate + i * ldg;
       const float* ui = up + i * ldg;
       float* mi = &mid_[static_cast<size_t>(i) * I];
-      if (act_ == Act::silu) {
+      if (W.act == Act::silu) {
         c.k->silu_mul(gi, ui, mi, I);
       } else {
-        for (int j = 0; j < I; ++j) mi[j] = activate(act_, gi[j]) * ui[j];
+        for (int j = 0; j < I; ++j) mi[j] = activate(W.act, gi[j]) * ui[j];
       }
     }
     L.down.forward(c, mid_.data(), C, h_.data());
     for (size_t i = 0; i < static_cast<size_t>(C) * H; ++i) x_[i] += h_[i];
   }
-  rms_norm(&x_[static_cast<size_t>(C - 1) * H], final_norm_.data(), H, eps, last_.data());
-  lm_head_.forward(c, last_.data(), 1, logits);
+  rms_norm(&x_[static_cast<size_t>(C - 1) * H], W.final_norm.data(), H, eps, last_.data());
+  W.lm_head.forward(c, last_.data(), 1, logits);
 }
 
 }  // namespace edgevlm::cpu

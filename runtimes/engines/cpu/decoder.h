@@ -1,9 +1,11 @@
 // The Llama-family text decoder on the CPU (edgevlm/models/llama/language.py): RMSNorm, RoPE with
 // its scaling variants, grouped-query attention over the static KV cache with a mask from
-// positions alone, SwiGLU MLP, tied or untied LM head. Weights are packed once at load; the
-// scratch buffers grow to the largest chunk seen and are reused.
+// positions alone, SwiGLU MLP, tied or untied LM head. Weights are packed once at load and shared by
+// every session of a model; a session's decoder owns its KV cache and scratch buffers, which grow to
+// the largest chunk seen and are reused.
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include "engines/cpu/config.h"
@@ -24,11 +26,28 @@ struct DecoderLayer {
   Linear qkv, gate_up;
 };
 
+/// The decoder's weights, packed once at load and read-only afterwards: every engine (session) of
+/// a model shares one copy; each has its own KV cache and scratch (LlamaDecoder).
+struct LlamaWeights {
+  TextConfig cfg;
+  Act act = Act::silu;
+  WeightSource::Embedding embed;
+  std::vector<DecoderLayer> layers;
+  Floats final_norm;              // [H]
+  Linear lm_head;                 // [V, H]
+  std::vector<float> cos, sin;    // [max_context, hd/2]
+  int max_context = 0;
+
+  /// Reads `language_model.*` weights; RoPE tables for max_context positions.
+  static std::shared_ptr<const LlamaWeights> load(const WeightSource& ws, const TextConfig& cfg, int max_context);
+};
+
+/// One conversation's decoder state over shared weights: the KV cache and the scratch buffers.
 class LlamaDecoder {
  public:
-  /// Reads `language_model.*` weights; the KV cache holds max_context positions.
-  void load(const WeightSource& ws, const TextConfig& cfg, int max_context, KvDtype kv);
-  const TextConfig& config() const { return cfg_; }
+  /// A KV cache of the weights' max_context positions in `kv`.
+  LlamaDecoder(std::shared_ptr<const LlamaWeights> weights, KvDtype kv);
+  const TextConfig& config() const { return w_->cfg; }
 
   /// ids [n] -> out [n, H]
   void embed(const int64_t* ids, int n, float* out) const;
@@ -42,13 +61,7 @@ class LlamaDecoder {
   void ensure_scratch(int C);
   void attention(Compute& c, int layer, const int32_t* positions, int C, const float* q, size_t ldq);
 
-  TextConfig cfg_;
-  Act act_ = Act::silu;
-  WeightSource::Embedding embed_;
-  std::vector<DecoderLayer> layers_;
-  Floats final_norm_;  // [H]
-  Linear lm_head_;     // [V, H]
-  std::vector<float> cos_, sin_;  // [max_context, hd/2]
+  std::shared_ptr<const LlamaWeights> w_;
   KvCache cache_;
   // scratch, rows of the current chunk
   int cap_ = 0;

@@ -113,6 +113,14 @@ EVLM_API evlm_status evlm_session_add_turn(evlm_session* session, const evlm_chu
                                            int32_t use_template);
 /* Raw prompt ids, prefilled as they are (benchmarks). */
 EVLM_API evlm_status evlm_session_add_tokens(evlm_session* session, const int32_t* ids, size_t n_ids);
+/* Keeps the first n_tokens of the session's history in the KV cache and forgets the rest, so a
+ * prompt that extends that prefix is prefilled from there, not from the start (a server reusing a
+ * conversation's cache). n_tokens may not exceed the tokens in the cache. Add a turn or tokens
+ * before the next generate. */
+EVLM_API evlm_status evlm_session_truncate(evlm_session* session, size_t n_tokens);
+/* The token ids in the KV cache, in order (after a generate, followed by its last token, which the
+ * cache does not hold yet). Owned by the session, valid until the next call on it. */
+EVLM_API const int32_t* evlm_session_history(evlm_session* session, size_t* n_ids);
 /* Generates from the last prefill; callback may be NULL. The generated ids are written to
  * out_tokens (at most capacity; may be NULL) and their count to *n_out (may be NULL).
  * Returns EVLM_ERR_CANCELLED when the callback stopped it (the tokens so far are still written). */

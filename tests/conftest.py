@@ -81,3 +81,15 @@ def native_build() -> Path:
 def tiny_vlm_bundle(tmp_path_factory) -> Path:
     """A tiny SmolVLM bundle with the native and onnx targets (tiny_models.make_vlm_bundle)."""
     return tiny_models.make_vlm_bundle(tmp_path_factory.mktemp("tiny_vlm_bundle"))
+
+
+@pytest.fixture(scope="session")
+def shapes_native_bundle(tmp_path_factory) -> Path:
+    """The embedded shapes-vlm exported as `edgevlm export shapes-vlm -o X --targets native` does (defaults:
+    w4g32, chunk 64, context 1024)."""
+    from edgevlm.export.core import export_bundle
+    from edgevlm.quant.recipe import preset
+
+    out = tmp_path_factory.mktemp("shapes_native") / "shapes.evlm"
+    export_bundle("shapes-vlm", out, ["native"], preset("w4g32"), log=lambda m: None)
+    return out

@@ -20,7 +20,6 @@ import edgevlm
 from edgevlm.errors import InputError
 from edgevlm.export.core import export_bundle
 from edgevlm.prompt import Turn
-from edgevlm.quant.recipe import preset
 from edgevlm.sdk import collect
 from edgevlm.zoo import shapes_data
 
@@ -29,10 +28,8 @@ pytestmark = pytest.mark.skipif(not hasattr(_native.Session, "truncate"), reason
 
 
 @pytest.fixture(scope="module")
-def shapes_bundle(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sessions") / "shapes.evlm"
-    export_bundle("shapes-vlm", out, ["native"], preset("w4g32"), chunk_size=32, max_context=512, log=lambda m: None)
-    return out
+def shapes_bundle(shapes_native_bundle) -> Path:
+    return shapes_native_bundle
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +203,7 @@ def test_stream_prompt_keeps_the_cached_prefix(shapes_bundle, backend):
 
 def test_open_model_sessions_and_prompt_errors(shapes_bundle):
     model = edgevlm.open_model(shapes_bundle)
-    assert model.shares_weights and model.backend == "native" and model.max_context == 512
+    assert model.shares_weights and model.backend == "native" and model.max_context == 1024
     a, b = model.session(), model.session()
     assert a.generate("How many shapes are there?", _pictures(1)).text.strip()
     assert b.position == 0  # a's turn is in a's cache only

@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import EdgeVLMError
-from . import bench, demo, evaluation, export, info, inspect, llama2c, quantize, run
+from . import bench, demo, evaluation, export, info, inspect, llama2c, quantize, run, serve
 
 COMMANDS = {"demo": demo, "info": info, "run": run, "eval": evaluation, "quantize": quantize,
             "export": export, "inspect": inspect, "bench": bench,
-            "import-llama2c": llama2c}
+            "import-llama2c": llama2c, "serve": serve}
 
 
 def build_parser() -> argparse.ArgumentParser:

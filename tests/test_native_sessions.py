@@ -215,3 +215,78 @@ def test_open_model_sessions_and_prompt_errors(shapes_bundle):
         model.prompt([])
     with pytest.raises(InputError, match="at most 4"):
         model.prompt([Turn("user", "hi", tuple(_pictures(5)))])
+
+
+def test_c_api_truncate_and_history(shapes_bundle):
+    """evlm_session_history / evlm_session_truncate through the C API itself (the binding's library exports it)."""
+    import ctypes as ct
+
+    class ModelParams(ct.Structure):
+        _fields_ = [("n_threads", ct.c_int32), ("verify_files", ct.c_int32), ("kernels", ct.c_char_p),
+                    ("chunk_size", ct.c_int32), ("max_context", ct.c_int32)]
+
+    class SamplingParams(ct.Structure):
+        _fields_ = [("max_new_tokens", ct.c_int32), ("temperature", ct.c_float), ("top_k", ct.c_int32),
+                    ("top_p", ct.c_float), ("repetition_penalty", ct.c_float), ("seed", ct.c_uint64),
+                    ("ignore_eos", ct.c_int32)]
+
+    class Chunk(ct.Structure):
+        _fields_ = [("type", ct.c_int), ("text", ct.c_char_p), ("rgb", ct.c_void_p), ("rgb_size", ct.c_size_t),
+                    ("width", ct.c_int32), ("height", ct.c_int32)]
+
+    lib = ct.CDLL(_native.__file__)
+    lib.evlm_model_params_default.restype = ModelParams
+    lib.evlm_sampling_params_default.restype = SamplingParams
+    lib.evlm_chunk_text.restype = Chunk
+    lib.evlm_chunk_text.argtypes = [ct.c_char_p]
+    lib.evlm_session_history.restype = ct.POINTER(ct.c_int32)
+    lib.evlm_session_history.argtypes = [ct.c_void_p, ct.POINTER(ct.c_size_t)]
+    lib.evlm_session_truncate.argtypes = [ct.c_void_p, ct.c_size_t]
+    lib.evlm_session_logits.restype = ct.POINTER(ct.c_float)
+    lib.evlm_last_error.restype = ct.c_char_p
+    for name in ("evlm_session_add_turn", "evlm_session_add_tokens", "evlm_session_generate", "evlm_session_create",
+                 "evlm_session_free", "evlm_model_free", "evlm_session_logits"):
+        getattr(lib, name).argtypes = None
+    mp = lib.evlm_model_params_default()
+    mp.n_threads = 1
+    model = ct.c_void_p()
+    assert lib.evlm_model_load(str(shapes_bundle).encode(), ct.byref(mp), ct.byref(model)) == 0
+
+    def session() -> ct.c_void_p:
+        s = ct.c_void_p()
+        assert lib.evlm_session_create(model, ct.byref(s)) == 0
+        return s
+
+    def history(s) -> list[int]:
+        n = ct.c_size_t()
+        ptr = lib.evlm_session_history(s, ct.byref(n))
+        return ptr[: n.value]
+
+    def logits(s) -> np.ndarray:
+        n = ct.c_size_t()
+        ptr = lib.evlm_session_logits(s, ct.byref(n))
+        return np.ctypeslib.as_array(ptr, (n.value,)).copy()
+
+    s, fresh = session(), session()
+    try:
+        chunk = lib.evlm_chunk_text(b"How many shapes are there?")
+        assert lib.evlm_session_add_turn(s, ct.byref(chunk), ct.c_size_t(1), 1) == 0
+        ids = history(s)
+        sp = lib.evlm_sampling_params_default()
+        sp.max_new_tokens = 8
+        out, n_out = (ct.c_int32 * 8)(), ct.c_size_t()
+        assert lib.evlm_session_generate(s, ct.byref(sp), None, None, out, ct.c_size_t(8), ct.byref(n_out)) == 0
+        assert history(s) == ids + out[: n_out.value]
+        assert lib.evlm_session_truncate(s, 5) == 0 and history(s) == ids[:5]
+        rest = (ct.c_int32 * (len(ids) - 5))(*ids[5:])
+        assert lib.evlm_session_add_tokens(s, rest, ct.c_size_t(len(ids) - 5)) == 0 and history(s) == ids
+        whole = (ct.c_int32 * len(ids))(*ids)
+        assert lib.evlm_session_add_tokens(fresh, whole, ct.c_size_t(len(ids))) == 0
+        assert np.abs(logits(s) - logits(fresh)).max() <= 1e-3
+        assert lib.evlm_session_truncate(s, 10**6) == 1  # EVLM_ERR_INVALID_ARGUMENT
+        assert b"truncate: 1000000 tokens asked" in lib.evlm_last_error()
+        assert lib.evlm_session_truncate(None, 0) == 1
+    finally:
+        lib.evlm_session_free(s)
+        lib.evlm_session_free(fresh)
+        lib.evlm_model_free(model)

@@ -96,9 +96,51 @@ def test_export_and_runtime_examples_run(workdir, shapes_bundle, export_lines):
 def test_sdk_examples_run(workdir, shapes_bundle, monkeypatch, capsys):
     monkeypatch.chdir(workdir)
     for code in blocks("python"):
-        exec(compile(code, "README.md", "exec"), {})
+        if "OpenAI(" not in code:  # the server's client example: test_server_example_runs
+            exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "TTFT" in out and "tok/s" in out
+
+
+def test_server_example_runs(workdir, shapes_bundle, monkeypatch, capsys):
+    """The server's lines, on a free port instead of 8080 (curl where installed), and its client example."""
+    import shutil
+    import socket
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("openai")
+    serve, curl = block_with("bash", "edgevlm serve").splitlines()
+    client = block_with("python", "OpenAI(")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    command = serve.split("#")[0].replace("8080", port).split()
+    assert command[:2] == ["edgevlm", "serve"]
+    server = subprocess.Popen([sys.executable, "-m", "edgevlm", *command[1:]], cwd=workdir, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.monotonic()
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read()
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()
+                assert time.monotonic() - t0 < 120, "the server did not start"
+                time.sleep(0.2)
+        if shutil.which("curl"):
+            answer = json.loads(shell(curl.replace("8080", port), workdir).stdout)
+            assert answer["choices"][0]["message"]["content"].strip()
+        monkeypatch.chdir(workdir)
+        exec(compile(client.replace("8080", port), "README.md", "exec"), {})
+        out = capsys.readouterr().out
+        assert "prompt_tokens=" in out and "CompletionUsage" in out
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        server.stderr.close()
 
 
 @pytest.mark.slow

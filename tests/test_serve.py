@@ -128,8 +128,8 @@ def server(bundle):
 
 @pytest.fixture(scope="module")
 def small_server(bundle):
-    """One session, one place in the queue, a short queue timeout, no API key."""
-    s = Server(bundle, "--sessions", "1", "--queue", "1", "--queue-timeout", "0.1")
+    """One session, one place in the queue, a short queue timeout, no API key, local image files allowed."""
+    s = Server(bundle, "--sessions", "1", "--queue", "1", "--queue-timeout", "0.1", "--allow-local-files")
     yield s
     s.stop()
 
@@ -441,3 +441,71 @@ def test_client_leaving_mid_stream_frees_its_session(small_server):
     assert after["edgevlm_generations_cancelled_total"] - before["edgevlm_generations_cancelled_total"] == 1
     # the held answer stopped well short of its 1000 tokens
     assert after["edgevlm_completion_tokens_total"] - before["edgevlm_completion_tokens_total"] < 900
+
+
+@pytest.fixture(scope="module")
+def hurried_server(bundle):
+    """One session and a request timeout of 0.15 s: a 1000-token answer (about half a second) cannot finish."""
+    s = Server(bundle, "--sessions", "1", "--timeout", "0.15")
+    yield s
+    s.stop()
+
+
+def test_request_timeout(hurried_server):
+    before = hurried_server.metrics()
+    long = dict(max_tokens=1000, extra_body={"ignore_eos": True})
+    client = hurried_server.client(max_retries=0)
+    with pytest.raises(openai.APIStatusError) as e:
+        _ask(client, [_user("How many shapes are there?")], **long)
+    assert e.value.status_code == 408 and e.value.code == "timeout"
+    assert hurried_server.idle()
+    # a stream that has started gets the error as an event (or a 408, should its first token come too late)
+    with pytest.raises(openai.APIError) as e:
+        for _ in _ask(client, [_user("How many shapes are there?")], stream=True, **long):
+            pass
+    assert "longer than the server's limit of 0.15 s" in e.value.message
+    assert hurried_server.idle()
+    after = hurried_server.metrics()
+    assert after["edgevlm_generations_cancelled_total"] - before["edgevlm_generations_cancelled_total"] == 2
+    assert after["edgevlm_completion_tokens_total"] - before["edgevlm_completion_tokens_total"] < 1800
+    assert _ask(client, [_user("How many shapes are there?")], max_tokens=8).choices[0].message.content
+
+
+def test_bad_startup_input_is_one_line_and_exit_code_2(bundle, tmp_path, capsys):
+    import socket
+
+    from edgevlm.cli import main
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    cases = [
+        (["serve", str(tmp_path / "missing.evlm")], "missing.evlm: no such bundle"),
+        (["serve", str(bundle), "--backend", "torch", "--sessions", "2"], "--sessions 2 needs the native backend"),
+        (["serve", str(bundle), "--port", str(taken.getsockname()[1])], "cannot listen on 127.0.0.1:"),
+        (["serve", str(bundle), "--queue", "-1"], "--queue must be >= 0"),
+        (["serve", str(bundle), "--timeout", "0"], "--timeout must be > 0"),
+    ]
+    try:
+        for argv, message in cases:
+            assert main(argv) == 2
+            err = capsys.readouterr().err.strip()
+            assert err.startswith("edgevlm serve: error: ") and message in err and "\n" not in err, err
+    finally:
+        taken.close()
+
+
+def test_local_image_files_when_allowed(small_server, tmp_path):
+    picture = shapes_data.render(shapes_data.make_scene(31))
+    path = tmp_path / "picture.png"
+    path.write_bytes(_png(picture))
+    client = small_server.client()
+    inline = _ask(client, [_user("Describe the image.", picture)], max_tokens=40).choices[0].message.content
+    for url in (str(path), path.as_uri()):
+        message = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                               {"type": "text", "text": "Describe the image."}]}
+        assert _ask(client, [message], max_tokens=40).choices[0].message.content == inline
+    message["content"][0]["image_url"]["url"] = "picture.png"
+    _error(small_server.request("POST", "/v1/chat/completions", _chat_body([message])), 400, "invalid_image_url")
+    message["content"][0]["image_url"]["url"] = str(tmp_path / "absent.png")
+    _error(small_server.request("POST", "/v1/chat/completions", _chat_body([message])), 400, "invalid_image_url")

@@ -106,6 +106,8 @@ def main(args: argparse.Namespace) -> int:
         raise InputError(f"the server needs {', '.join(missing)}: pip install 'edgevlm[serve]'")
     is_bundle = (Path(args.model) / C.MANIFEST_FILE).is_file()
     backend = args.backend or ("native" if is_bundle else "torch")
+    if args.model.rstrip("/").endswith(".evlm") and not Path(args.model).exists():
+        raise InputError(f"{args.model}: no such bundle")
     if backend != "torch" and not is_bundle:
         if not Path(args.model).exists():
             raise InputError(f"{args.model}: no such bundle")

@@ -133,21 +133,22 @@ class Server:
             first = await self._next_text(gen, reply)
         except BaseException:
             watcher.cancel()
+            if gen.cancel_reason == "timeout":
+                self._finish(gen, reply)
             gen.stop("error")
             raise
-        meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": self.config.model_name,
-                "system_fingerprint": self.fingerprint}
+        meta = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                "model": self.config.model_name, "system_fingerprint": self.fingerprint}
         if req.stream:
             return StreamingResponse(self._events(gen, reply, req, first, meta, watcher),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
-            pieces = [first]
             while reply.finish_reason is None and not gen.cancel.is_set():
-                pieces.append(await self._next_text(gen, reply))
+                await self._next_text(gen, reply)
         finally:
             watcher.cancel()
-        self._finish(gen, reply)
-        return JSONResponse({**meta, "object": "chat.completion", "choices": [{
+            self._finish(gen, reply)
+        return JSONResponse({**meta, "choices": [{
             "index": 0, "message": {"role": "assistant", "content": reply.text},
             "finish_reason": reply.finish_reason or "length", "logprobs": None}], "usage": self._usage(gen, reply)})
 

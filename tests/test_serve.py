@@ -445,8 +445,8 @@ def test_client_leaving_mid_stream_frees_its_session(small_server):
 
 @pytest.fixture(scope="module")
 def hurried_server(bundle):
-    """One session and a request timeout of 0.15 s: a 1000-token answer (about half a second) cannot finish."""
-    s = Server(bundle, "--sessions", "1", "--timeout", "0.15")
+    """One session and a request timeout of 0.1 s: a 1000-token answer (about half a second) cannot finish."""
+    s = Server(bundle, "--sessions", "1", "--timeout", "0.1")
     yield s
     s.stop()
 
@@ -463,7 +463,7 @@ def test_request_timeout(hurried_server):
     with pytest.raises(openai.APIError) as e:
         for _ in _ask(client, [_user("How many shapes are there?")], stream=True, **long):
             pass
-    assert "longer than the server's limit of 0.15 s" in e.value.message
+    assert "longer than the server's limit of 0.1 s" in e.value.message
     assert hurried_server.idle()
     after = hurried_server.metrics()
     assert after["edgevlm_generations_cancelled_total"] - before["edgevlm_generations_cancelled_total"] == 2

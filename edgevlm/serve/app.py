@@ -147,6 +147,8 @@ class Server:
                 await self._next_text(gen, reply)
         finally:
             watcher.cancel()
+            if reply.finish_reason is None:  # cut short: timed out, client gone, or this task cancelled
+                gen.stop("client disconnected")
             self._finish(gen, reply)
         return JSONResponse({**meta, "choices": [{
             "index": 0, "message": {"role": "assistant", "content": reply.text},

@@ -4,7 +4,8 @@ A request takes the free session whose KV cache holds the longest prefix of its 
 conversation's next turn finds the session that answered its last one); ties go to the session
 idle longest, so recent conversations keep their caches. With no session free it waits in a
 FIFO queue of at most ``queue`` requests (more: 429) for at most ``queue_timeout_s`` (then 503).
-A session is never used by two requests at once. Everything here runs on the event loop's thread.
+A session is never used by two requests at once. Sessions are handed out on the event loop's
+thread; prompts are built on worker threads.
 
 The pool also remembers the token ids of recent replies by their text, so that when a client
 sends a reply back as an assistant message, the prompt holds the ids that were generated (and
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 
@@ -36,6 +38,7 @@ class SessionPool:
         self._clock = itertools.count(1)
         self._waiters: deque[asyncio.Future] = deque()
         self._replies: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._replies_lock = threading.Lock()  # prompts are built on worker threads
         self.max_waiting = 0  # the queue's high-water mark
 
     @property
@@ -49,15 +52,17 @@ class SessionPool:
     # --- prompts ------------------------------------------------------------------------------
     def remember_reply(self, text: str, ids: Sequence[int]) -> None:
         """``ids`` were generated for the reply ``text`` (its stop token left out)."""
-        self._replies[text] = tuple(ids)
-        self._replies.move_to_end(text)
-        while len(self._replies) > REMEMBERED_REPLIES:
-            self._replies.popitem(last=False)
+        with self._replies_lock:
+            self._replies[text] = tuple(ids)
+            self._replies.move_to_end(text)
+            while len(self._replies) > REMEMBERED_REPLIES:
+                self._replies.popitem(last=False)
 
     def prompt(self, turns: Sequence[Turn]) -> Prompt:
         """The conversation's prompt, assistant messages as the ids generated for them when remembered."""
-        known = [Turn(t.role, t.text, t.images, self._replies.get(t.text)) if t.role == "assistant" else t
-                 for t in turns]
+        with self._replies_lock:
+            known = [Turn(t.role, t.text, t.images, self._replies.get(t.text)) if t.role == "assistant" else t
+                     for t in turns]
         return self.model.prompt(known)
 
     # --- sessions -----------------------------------------------------------------------------

@@ -80,6 +80,22 @@ class Session:
                     **sampling) -> Iterator[Response]:
         return self._turn(prompt, images, _sampling(params, sampling))
 
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` with the tokenizer's special tokens (BOS), no chat template."""
+        raise NotImplementedError
+
+    def score(self, ids: Sequence[int]) -> np.ndarray:
+        """Teacher-forced log-probabilities ``[len(ids) - 1]``: ``out[i] = log p(ids[i + 1] | ids[..i])``.
+
+        One pass of static prefill chunks from an empty cache (the session is reset), not a decode
+        step per token; the graph backends need a bundle exported with ``--score``."""
+        raise NotImplementedError
+
+    @property
+    def max_context(self) -> int:
+        """Positions of the KV cache: the longest text :meth:`score` takes."""
+        raise NotImplementedError
+
     def reset(self) -> None:
         raise NotImplementedError
 
@@ -100,8 +116,9 @@ def collect(records: Iterator[Response]) -> Result:
 class PythonSession(Session):
     """Sessions whose compute is an :class:`edgevlm.engine.Engine` driven from Python."""
 
-    def __init__(self, backend: str, engine, processor, chat: bool = True):
+    def __init__(self, backend: str, engine, processor, chat: bool = True, can_score: bool = True):
         self.backend = backend
+        self.can_score = can_score  # False: a graph target exported without the optional score method
         self.engine = engine
         self.processor = processor
         self.use_template = chat and processor.chat_template is not None
@@ -111,6 +128,31 @@ class PythonSession(Session):
     def reset(self) -> None:
         self.engine.reset()
         self.conv = _Conversation()
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.processor.tokenizer.encode(text)
+
+    @property
+    def max_context(self) -> int:
+        return self.engine.max_context
+
+    def score(self, ids: Sequence[int]) -> np.ndarray:
+        from .engine import run_score
+
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.ndim != 1 or len(ids) < 2:
+            raise InputError("score: give at least two token ids")
+        vocab = getattr(self.engine, "vocab_size", None)
+        if vocab is not None and (ids.min() < 0 or ids.max() >= vocab):
+            raise InputError(f"score: token ids must be in 0..{vocab - 1}")
+        if not self.can_score:
+            raise InputError(f"the {self.backend} backend cannot score this bundle: it was exported without the "
+                             "`score` method (re-export with `edgevlm export ... --score`)")
+        self.reset()
+        try:
+            return run_score(self.engine, self.engine.embed(ids), ids)
+        finally:
+            self.reset()
 
     def _text(self, prompt: str, n_images: int) -> str:
         proc = self.processor
@@ -182,6 +224,19 @@ class NativeSession(Session):
 
     def reset(self) -> None:
         self.session.reset()
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.model.tokenize(text, True))
+
+    @property
+    def max_context(self) -> int:
+        return self.model.max_context
+
+    def score(self, ids: Sequence[int]) -> np.ndarray:
+        try:
+            return np.asarray(self.session.score([int(i) for i in ids]), dtype=np.float64)
+        except self._native.NativeError as e:
+            raise InputError(str(e)) from None
 
     def _turn(self, prompt: str, images: Sequence[ImageLike], params: SamplingParams) -> Iterator[Response]:
         if params.stop_token_ids is not None:
@@ -305,7 +360,8 @@ def load(path: str | Path, backend: str = "native", threads: int | None = None, 
     module = target_module(target)
     engine = module.open_engine(p, manifest)
     _, processor = load_processor(p / C.WEIGHTS_DIR)
-    return PythonSession(backend, engine, processor, chat)
+    methods = manifest[C.KEY_TARGETS][target].get("files") or {}
+    return PythonSession(backend, engine, processor, chat, can_score=C.METHOD_SCORE in methods)
 
 
 def _torch_session(path, threads, chat, chunk_size, max_context, manifest) -> Session:

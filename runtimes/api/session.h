@@ -116,6 +116,10 @@ class Session {
   void add_turn(const std::vector<InputChunk>& chunks, bool use_template = true);
   /// Raw prompt ids (benchmarks, tests): prefilled as they are.
   void add_tokens(const std::vector<int32_t>& ids);
+  /// Teacher-forced scoring (perplexity): resets the session, prefills ids [n] in the usual chunks
+  /// and returns log p(ids[i + 1] | ids[..i]) for i < n - 1. Afterwards the session is as after
+  /// add_tokens(ids): generate() continues the text.
+  std::vector<float> score(const std::vector<int32_t>& ids);
   /// Samples up to max_new_tokens from the logits of the last prefill; the generated tokens stay
   /// in the cache so a next turn continues the conversation.
   std::vector<int32_t> generate(const SamplingParams& params, const TokenCallback& on_token = {});
@@ -135,6 +139,7 @@ class Session {
   void take_pending(std::vector<int32_t>& ids);
   void new_stats();
   void prefill_ids(const std::vector<int32_t>& ids, const std::vector<float>& image_rows, int image_token_rows);
+  void check_ids(const std::vector<int32_t>& ids) const;  // every id inside the vocabulary
 
   std::shared_ptr<Model> model_;
   std::unique_ptr<Engine> engine_;

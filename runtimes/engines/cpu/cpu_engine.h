@@ -44,6 +44,8 @@ class CpuEngine final : public Engine {
   void encode_images(const float* tiles, int n, float* out) override;
   void prefill(const float* rows, const int32_t* positions, int c, float* logits) override;
   void decode(const float* row, int32_t position, float* logits) override;
+  void score(const float* rows, const int32_t* positions, int c, const int32_t* targets, float* logprobs,
+             float* logits) override;
   void reset() override { decoder_.reset(); }
 
   int threads() const { return pool_ ? pool_->size() : 1; }
@@ -57,6 +59,7 @@ class CpuEngine final : public Engine {
   Compute compute_;
   LlamaDecoder decoder_;
   std::unique_ptr<VisionPipeline> vision_;
+  std::vector<float> row_logits_;  // [c, V] of the chunk being scored
   int max_context_ = 0;
   std::string family_;
 };

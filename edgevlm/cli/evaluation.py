@@ -126,6 +126,13 @@ def _print_vqa(name: str, results: dict) -> None:
             for kind in first.by_type]
     rows.append(["overall", first.n, *(f"{100 * results[b].accuracy:.1f}%" for b in backends)])
     console.print(table(f"Held-out VQA exact match: {name}", ["question type", "questions", *backends], rows))
+    shown = None
     for b in backends:
-        for m in results[b].mistakes[:5]:
-            console.print(f"[dim]{b}: wrong: {m['question']!r} -> {m['prediction']!r} (expected {m['answer']!r})[/]")
+        mistakes = results[b].mistakes
+        if shown is not None and mistakes == shown:
+            console.print(f"[dim]{b}: the same wrong answers as {backends[0]}[/]")
+            continue
+        for m in mistakes[:5]:
+            console.print(f"[dim]{b}: wrong: {m['question']!r} -> {m['prediction']!r} (expected {m['answer']!r})[/]",
+                          highlight=False)
+        shown = mistakes if shown is None else shown

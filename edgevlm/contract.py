@@ -20,6 +20,8 @@ Method names are fixed across targets (ARCHITECTURE.md, contract 2):
 - ``prefill``: a static chunk of C embeddings ``[1, C, H]`` + positions ``[C]`` + KV cache
   -> logits of the chunk's last valid position ``[1, V]`` + updated KV cache
 - ``decode``: one token, same as prefill with C = 1
+- ``score`` (optional): a prefill chunk and target ids ``[C]`` -> log-probabilities ``[C]`` of the targets
+  + updated KV cache
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ METHOD_TOKEN_EMBEDDING = "token_embedding"
 METHOD_PREFILL = "prefill"
 METHOD_DECODE = "decode"
 METHODS = (METHOD_VISION_ENCODER, METHOD_TOKEN_EMBEDDING, METHOD_PREFILL, METHOD_DECODE)
+# Optional (``edgevlm export --score``): a prefill chunk plus the id that follows each row -> the
+# log-probability of each of those ids ``[C]`` + the updated KV cache (teacher-forced scoring: perplexity).
+METHOD_SCORE = "score"
 
 # Constant methods holding metadata inside an ExecuTorch program, named as ExecuTorch's own
 # LLM runners read them (extension/llm/runner/constants.h).

@@ -77,6 +77,8 @@ class Engine(Protocol):
     def encode_images(self, pixel_values: np.ndarray) -> np.ndarray: ...  # [N, 3, S, S] -> [N, T_img, H]
     def prefill(self, embeds: np.ndarray, positions: np.ndarray) -> np.ndarray: ...  # [1, C, H], [C] -> [V]
     def decode(self, embeds: np.ndarray, positions: np.ndarray) -> np.ndarray: ...  # [1, 1, H], [1] -> [V]
+    # a prefill chunk that also returns log p(targets[i] | rows up to i): [1, C, H], [C], [C] -> [C]
+    def score(self, embeds: np.ndarray, positions: np.ndarray, targets: np.ndarray) -> np.ndarray: ...
     def reset(self) -> None: ...
 
 
@@ -107,6 +109,56 @@ def run_prefill(engine: Engine, embeds: np.ndarray, start: int, timings: Prefill
     return logits
 
 
+def score_chunks(n: int, chunk_size: int) -> list[Chunk]:
+    """Static chunks of ``chunk_size`` rows covering prompt rows ``0..n-1`` from an empty cache, for scoring.
+
+    Unlike :func:`plan_chunks`, no step is a single row (graphs export ``score`` at C rows only): a
+    short last chunk instead re-runs the rows before it, so it ends at row ``n - 1`` (re-running a
+    row writes the same keys and values at the same position, so the cache is unchanged), and
+    only its new rows are scored. A prompt shorter than C is padded at the front with rows at the
+    free positions after it, as :func:`plan_chunks` pads."""
+    if chunk_size < 1:
+        raise InputError(f"chunk size must be >= 1, got {chunk_size}")
+    plan = []
+    for row in range(0, n, chunk_size):
+        end = min(row + chunk_size, n)
+        if end - row == chunk_size:
+            plan.append(Chunk(row, end, chunk_size, tuple(range(row, end))))
+        elif n >= chunk_size:
+            plan.append(Chunk(n - chunk_size, n, chunk_size, tuple(range(n - chunk_size, n))))
+        else:
+            plan.append(Chunk(0, n, chunk_size, tuple(range(n, chunk_size)) + tuple(range(n))))
+    return plan
+
+
+def run_score(engine: Engine, embeds: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Teacher-forced log-probabilities ``[n - 1]``: ``out[i] = log p(ids[i + 1] | ids[..i])``.
+
+    ``embeds [1, n, H]`` are the rows of ``ids [n]``, run from an empty cache in
+    :func:`score_chunks` steps through ``engine.score``."""
+    n = embeds.shape[1]
+    if n < 2:
+        raise InputError("scoring needs at least two tokens")
+    if n > engine.max_context:
+        raise InputError(f"{n} tokens do not fit the context of {engine.max_context} tokens")
+    ids = np.asarray(ids, dtype=np.int64)
+    targets = np.zeros(n, dtype=np.int64)
+    targets[:-1] = ids[1:]  # the last row's target is past the text: computed, never used
+    out = np.zeros(n - 1, dtype=np.float64)
+    done = 0  # rows scored so far
+    for chunk in score_chunks(n, engine.chunk_size):
+        rows, tgt = embeds[:, chunk.begin:chunk.end], targets[chunk.begin:chunk.end]
+        if chunk.pad:
+            rows = np.concatenate([np.zeros((1, chunk.pad, rows.shape[2]), rows.dtype), rows], axis=1)
+            tgt = np.concatenate([np.zeros(chunk.pad, np.int64), tgt])
+        logprobs = engine.score(rows, np.asarray(chunk.positions, dtype=np.int64), tgt)[chunk.pad:]
+        new = logprobs[done - chunk.begin:]  # an overlapping last chunk: only the rows not scored yet
+        keep = min(len(new), n - 1 - done)
+        out[done:done + keep] = new[:keep]
+        done = chunk.end
+    return out
+
+
 def merge_image_features(embeds: np.ndarray, ids: np.ndarray, image_token_id: int | None, features: np.ndarray | None) -> np.ndarray:
     """Scatter image features ``[N, T_img, H]`` into the image-token rows of ``embeds [1, T, H]``."""
     slots = np.flatnonzero(ids == image_token_id) if image_token_id is not None else np.zeros(0, dtype=np.int64)
@@ -130,6 +182,7 @@ class TorchEngine:
         self.max_context = max_context
         self.tokens_per_tile = model.tokens_per_tile
         self.image_token_id = model.image_token_id
+        self.vocab_size = model.language_model.config.vocab_size
         self.dtype = next(model.parameters()).dtype
 
     @torch.inference_mode()
@@ -152,6 +205,13 @@ class TorchEngine:
     def decode(self, embeds: np.ndarray, positions: np.ndarray) -> np.ndarray:
         logits = self.model.decode(torch.from_numpy(embeds).to(self.dtype), torch.from_numpy(positions))
         return logits[0].float().numpy()
+
+    @torch.inference_mode()
+    def score(self, embeds: np.ndarray, positions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        lm = self.model.language_model
+        hidden = lm.hidden_states(torch.from_numpy(embeds).to(self.dtype), torch.from_numpy(positions))
+        logits = lm.lm_head(hidden[0]).float()
+        return torch.log_softmax(logits, dim=-1).gather(1, torch.from_numpy(targets)[:, None])[:, 0].numpy()
 
     def reset(self) -> None:
         for module in self.model.modules():

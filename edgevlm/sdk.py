@@ -116,6 +116,22 @@ class Session:
                     **sampling) -> Iterator[Response]:
         return self._turn(prompt, images, _sampling(params, sampling))
 
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` with the tokenizer's special tokens (BOS), no chat template."""
+        raise NotImplementedError
+
+    def score(self, ids: Sequence[int]) -> np.ndarray:
+        """Teacher-forced log-probabilities ``[len(ids) - 1]``: ``out[i] = log p(ids[i + 1] | ids[..i])``.
+
+        One pass of static prefill chunks from an empty cache (the session is reset), not a decode
+        step per token; the graph backends need a bundle exported with ``--score``."""
+        raise NotImplementedError
+
+    @property
+    def max_context(self) -> int:
+        """Positions of the KV cache: the longest text :meth:`score` takes."""
+        raise NotImplementedError
+
     def reset(self) -> None:
         raise NotImplementedError
 
@@ -136,8 +152,9 @@ def collect(records: Iterator[Response]) -> Result:
 class PythonSession(Session):
     """Sessions whose compute is an :class:`edgevlm.engine.Engine` driven from Python."""
 
-    def __init__(self, backend: str, engine, processor, chat: bool = True):
+    def __init__(self, backend: str, engine, processor, chat: bool = True, can_score: bool = True):
         self.backend = backend
+        self.can_score = can_score  # False: a graph target exported without the optional score method
         self.engine = engine
         self.processor = processor
         self.use_template = chat and processor.chat_template is not None
@@ -153,6 +170,31 @@ class PythonSession(Session):
         self.engine.reset()
         self.conv = _Conversation()
         self._keys = []
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.processor.tokenizer.encode(text)
+
+    @property
+    def max_context(self) -> int:
+        return self.engine.max_context
+
+    def score(self, ids: Sequence[int]) -> np.ndarray:
+        from .engine import run_score
+
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.ndim != 1 or len(ids) < 2:
+            raise InputError("score: give at least two token ids")
+        vocab = getattr(self.engine, "vocab_size", None)
+        if vocab is not None and (ids.min() < 0 or ids.max() >= vocab):
+            raise InputError(f"score: token ids must be in 0..{vocab - 1}")
+        if not self.can_score:
+            raise InputError(f"the {self.backend} backend cannot score this bundle: it was exported without the "
+                             "`score` method (re-export with `edgevlm export ... --score`)")
+        self.reset()
+        try:
+            return run_score(self.engine, self.engine.embed(ids), ids)
+        finally:
+            self.reset()
 
     def _text(self, prompt: str, n_images: int) -> str:
         proc = self.processor
@@ -248,6 +290,19 @@ class NativeSession(Session):
     def reset(self) -> None:
         self.session.reset()
         self._keys = []
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.model.tokenize(text, True))
+
+    @property
+    def max_context(self) -> int:
+        return self.model.max_context
+
+    def score(self, ids: Sequence[int]) -> np.ndarray:
+        try:
+            return np.asarray(self.session.score([int(i) for i in ids]), dtype=np.float64)
+        except self._native.NativeError as e:
+            raise InputError(str(e)) from None
 
     def _turn(self, prompt: str, images: Sequence[ImageLike], params: SamplingParams) -> Iterator[Response]:
         if params.stop_token_ids is not None:
@@ -431,9 +486,10 @@ class PythonModel(Model):
 
     shares_weights = False
 
-    def __init__(self, backend: str, open_engine, processor, chat: bool = True):
+    def __init__(self, backend: str, open_engine, processor, chat: bool = True, can_score: bool = True):
         self.backend = backend
         self.chat = chat
+        self.can_score = can_score  # False: a graph target exported without the optional score method
         self.processor = processor
         self._open_engine = open_engine
         self._first = open_engine()  # handed to the first session
@@ -443,7 +499,7 @@ class PythonModel(Model):
 
     def session(self) -> PythonSession:
         engine, self._first = self._first or self._open_engine(), None
-        return PythonSession(self.backend, engine, self.processor, self.chat)
+        return PythonSession(self.backend, engine, self.processor, self.chat, self.can_score)
 
     def tokenize(self, text: str) -> list[int]:
         return self.processor.tokenizer.encode(text, add_special_tokens=False)
@@ -501,7 +557,9 @@ def open_model(path: str | Path, backend: str = "native", threads: int | None = 
 
     module = target_module(target)
     _, processor = load_processor(p / C.WEIGHTS_DIR)
-    return PythonModel(backend, lambda: module.open_engine(p, manifest), processor, chat)
+    methods = manifest[C.KEY_TARGETS][target].get("files") or {}
+    return PythonModel(backend, lambda: module.open_engine(p, manifest), processor, chat,
+                       can_score=C.METHOD_SCORE in methods)
 
 
 def load(path: str | Path, backend: str = "native", threads: int | None = None, chat: bool = True,

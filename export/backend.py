@@ -73,6 +73,11 @@ class GraphEngine:
     def decode(self, embeds: np.ndarray, positions: np.ndarray) -> np.ndarray:
         return self._step(C.METHOD_DECODE, embeds, positions)
 
+    def score(self, embeds: np.ndarray, positions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        logprobs, self.k, self.v = self.run(C.METHOD_SCORE, embeds.astype(np.float32), positions.astype(np.int64),
+                                            self.k, self.v, targets.astype(np.int64))
+        return logprobs.astype(np.float32)
+
 
 @dataclass
 class PromptCheck:

@@ -29,6 +29,7 @@ class ExportContext:
     chunk_size: int
     max_context: int
     manifest: dict
+    score: bool = False  # also export the optional ``score`` method (teacher-forced log-probabilities)
 
     @property
     def image_size(self) -> int | None:
@@ -48,7 +49,8 @@ class ExportContext:
     @property
     def methods(self) -> list[str]:
         vision = self.reference.processor.supports_images
-        return [m for m in C.METHODS if vision or m != C.METHOD_VISION_ENCODER]
+        methods = [m for m in C.METHODS if vision or m != C.METHOD_VISION_ENCODER]
+        return methods + [C.METHOD_SCORE] if self.score else methods
 
 
 @dataclass

@@ -100,10 +100,15 @@ def base_manifest(loaded: LoadedModel, chunk_size: int, max_context: int) -> dic
     return manifest
 
 
+LOG_SUFFIX = ".log"  # logs at the bundle's root (export.log) keep growing after the manifest is written: not hashed
+
+
 def write_manifest(root: Path, manifest: dict) -> None:
-    """Hash every file under ``root`` (but the manifest) into the manifest and write it."""
+    """Hash every file under ``root`` (but the manifest and the root's logs) into the manifest and write it."""
     files = {}
     for p in sorted(root.rglob("*")):
+        if p.parent == root and p.suffix == LOG_SUFFIX:
+            continue
         if p.is_file() and p.name != C.MANIFEST_FILE:
             files[p.relative_to(root).as_posix()] = sha256(p)
     manifest[C.KEY_FILES] = files

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -76,10 +77,13 @@ def dir_size(root: Path, files: dict) -> int:
 
 
 def export_bundle(model: str | Path, out: Path, targets: list[str], recipe, calib=None, chunk_size: int = 64,
-                  max_context: int | None = None, force: bool = False, log: Callable[[str], None] = print) -> dict:
+                  max_context: int | None = None, force: bool = False, log: Callable[[str], None] = print,
+                  score: bool = False) -> dict:
     """Export ``model`` to the bundle ``out`` for ``targets``; returns the manifest.
 
     ``max_context`` (the static KV cache length) defaults to the model's positions, at most 2048.
+    ``score`` adds the optional ``score`` method to the graph targets that run here (perplexity of
+    the exported graphs: ``edgevlm eval BUNDLE --ppl``).
     """
     from edgevlm.quant.apply import quantize_model
     from edgevlm.quant.storage import save_quantized
@@ -107,7 +111,8 @@ def export_bundle(model: str | Path, out: Path, targets: list[str], recipe, cali
 
     reference = load(out / C.WEIGHTS_DIR)
     manifest = base_manifest(reference, chunk_size, max_context)
-    ctx = ExportContext(reference, out, chunk_size, max_context, manifest)
+    manifest["source"] = str(model)  # as given: a zoo name or a path (edgevlm demo reuses a bundle of its model)
+    ctx = ExportContext(reference, out, chunk_size, max_context, manifest, score=score)
     prompts = verification_prompts(reference)
     ref_engine = TorchEngine(reference.model, max_context, chunk_size)
     runs = []
@@ -148,6 +153,7 @@ def export_bundle(model: str | Path, out: Path, targets: list[str], recipe, cali
             rep.status = "failed"
             rep.message = f"{type(e).__name__}: {e}".splitlines()[0][:400]
             rep.checks["traceback"] = traceback.format_exc(limit=6)[-2000:]
+            sys.stderr.write(f"edgevlm export: target {name} failed:\n{traceback.format_exc()}")  # the command's log
             log(f"{name}: FAILED: {rep.message}")
         reports.append(rep)
         if rep.status == "ok":

@@ -249,14 +249,15 @@ class ETStepGraph(nn.Module):
 
         self.step = StepGraph(model)
 
-    def forward(self, embeds: torch.Tensor, input_pos: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor):
+    def forward(self, embeds: torch.Tensor, input_pos: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                targets: torch.Tensor | None = None):
         attn = self.step.attn
         groups = attn[0].num_heads // attn[0].num_key_value_heads
         positions = StepPositions(input_pos, k_cache.shape[2], attn[0].num_key_value_heads, groups, k_cache.dtype)
         for a in attn:
             a._step_positions = positions
         try:
-            return self.step(embeds, input_pos, k_cache, v_cache)
+            return self.step(embeds, input_pos, k_cache, v_cache, targets)
         finally:
             for a in attn:
                 a._step_positions = None

@@ -99,20 +99,10 @@ class _GatherSlotCache(_SlotCache):
 
 
 class TvmStepGraph(StepGraph):
-    """The decoder step (``prefill`` / ``decode``) as :class:`StepGraph` defines it, with the
+    """The decoder step (``prefill`` / ``decode`` / ``score``) as :class:`StepGraph` defines it, with the
     gather-based cache write; same inputs, outputs and values."""
 
-    def forward(self, embeds: torch.Tensor, input_pos: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor):
-        slots = [_GatherSlotCache(k_cache[i:i + 1], v_cache[i:i + 1]) for i in range(len(self.attn))]
-        try:
-            for a, s in zip(self.attn, slots, strict=True):
-                a.kv_cache = s
-            hidden = self.lm.hidden_states(embeds, input_pos)
-        finally:
-            for a in self.attn:
-                a.kv_cache = None
-        logits = self.lm.lm_head(hidden[:, -1])
-        return logits, torch.cat([s.k for s in slots]), torch.cat([s.v for s in slots])
+    slot_class = _GatherSlotCache
 
 
 def graph_for(model: Model, method: str) -> nn.Module:
@@ -121,7 +111,7 @@ def graph_for(model: Model, method: str) -> nn.Module:
 
     from .graphs import TokenEmbeddingGraph, VisionEncoderGraph
 
-    if method in (C.METHOD_PREFILL, C.METHOD_DECODE):
+    if method in (C.METHOD_PREFILL, C.METHOD_DECODE, C.METHOD_SCORE):
         return TvmStepGraph(model).eval()
     if method == C.METHOD_TOKEN_EMBEDDING:
         return TokenEmbeddingGraph(model).eval()

@@ -93,3 +93,21 @@ def shapes_native_bundle(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shapes_native") / "shapes.evlm"
     export_bundle("shapes-vlm", out, ["native"], preset("w4g32"), log=lambda m: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def shapes_every_target(tmp_path_factory):
+    """The embedded shapes VLM exported by the CLI to every target, with the demo's settings (w4g32,
+    chunk 32, context 512), so ``edgevlm demo --bundle`` reuses it. Returns the bundle's folder, the
+    export's CompletedProcess and the log folder it used (``EDGEVLM_LOG_DIR``)."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    root = tmp_path_factory.mktemp("every_target")
+    env = {**os.environ, "EDGEVLM_LOG_DIR": str(root / "logs")}
+    args = [sys.executable, "-m", "edgevlm", "export", "shapes-vlm", "-o", str(root / "shapes.evlm"), "--targets",
+            "native,onnx,executorch,coreml,tvm", "--recipe", "w4g32", "--chunk", "32", "--max-context", "512"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=3600, cwd=root, env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"export failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    return SimpleNamespace(root=root, bundle=root / "shapes.evlm", export=proc, env=env)

@@ -44,9 +44,15 @@ def test_ci_runs_the_readme_commands():
     readme = blocks("bash")
     ci = (ROOT / ".ci" / "run").read_text()
     setup, tests = readme[0], readme[1]
-    assert setup.count("\n") == 0 and tests.count("\n") == 0
+    contributors = block_with("bash", "apt-get install")
+    assert setup.count("\n") == 0 and tests.count("\n") == 0 and contributors.count("\n") == 0
     assert setup in ci.splitlines()
     assert re.search(rf"^{re.escape(tests)}$", ci, flags=re.M)
+    assert contributors in ci.splitlines()
+    # nothing else is installed: the only install commands are those of these three lines
+    installs = [line for line in ci.splitlines() if re.search(r"\b(pip|apt-get) install\b", line)]
+    assert installs == [setup, contributors]
+    assert ci.index(setup) < ci.index(tests) < ci.index(contributors)
 
 
 @pytest.fixture(scope="module")

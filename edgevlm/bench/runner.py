@@ -142,6 +142,7 @@ def run_worker(plan: dict, progress: Progress, name: str) -> dict:
                 progress.update(name, p["done"], p["total"], p["what"])
             elif line.strip():
                 tail = (tail + [line.rstrip()])[-20:]
+                sys.stderr.write(line)  # the worker's libraries: into the command's log (edgevlm.cli.library_log)
         proc.wait()
         reader.join()
     finally:

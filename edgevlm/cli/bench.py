@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .. import contract as C
 from ..errors import InputError
-from .output import console, err_console, print_json
+from .output import console, err_console, make_console, print_json
 
 HELP = "Benchmark a bundle on each backend: TTFT breakdown, decode tok/s, RSS, memory bandwidth."
 
@@ -107,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
     else:
-        wide = console if console.is_terminal else Console(width=220)
+        wide = console if console.is_terminal else make_console(width=220)
         wide.print(report.table(doc))
         console.print(f"wrote {', '.join(str(p) for p in files.values())}", style="dim", markup=False, highlight=False)
     return 0

@@ -27,6 +27,8 @@ from .output import console, err_console, print_json, table
 HELP = ("Export the embedded VLM to every target, ask each backend about a freshly drawn picture, "
         "and print the answers and a benchmark table.")
 
+DEMO_LOG = "demo.log"  # other libraries' output during the demo, kept in the bundle
+
 BACKEND_TARGET = {"torch": None, "native": C.TARGET_NATIVE, "onnxruntime": C.TARGET_ONNX,
                   "executorch": C.TARGET_EXECUTORCH, "tvm": C.TARGET_TVM}
 
@@ -45,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fresh", action="store_true", help="export again even if the bundle exists")
 
 
-def _reusable(bundle: Path, model: str, targets: list[str], recipe: str) -> bool:
+def _reusable(bundle: Path, args: argparse.Namespace, targets: list[str]) -> bool:
+    """Whether ``bundle`` already holds the demo's model, recipe, chunk, context and targets (sha256 checked)."""
     from ..export.bundle import open_bundle
 
     if not (bundle / C.MANIFEST_FILE).is_file():
@@ -54,9 +57,10 @@ def _reusable(bundle: Path, model: str, targets: list[str], recipe: str) -> bool
         m = open_bundle(bundle).manifest  # sha256 of every file
     except EdgeVLMError:
         return False
-    exported = {r["target"] for r in m.get("export_report", [])}
-    return (m.get("demo_source") == model and set(targets) <= exported
-            and (m.get(C.KEY_QUANT_RECIPE) or {}).get("name") == recipe)
+    exported = {r["target"] for r in m.get("export_report", []) if r.get("status") != "failed"}
+    return (args.model in (m.get("source"), m.get("demo_source")) and set(targets) <= exported
+            and (m.get(C.KEY_QUANT_RECIPE) or {}).get("name") == args.recipe
+            and m.get(C.KEY_CHUNK_SIZE) == args.chunk and m.get(C.KEY_MAX_CONTEXT) == args.max_context)
 
 
 def export_demo_bundle(args: argparse.Namespace, targets: list[str]) -> dict:
@@ -64,8 +68,8 @@ def export_demo_bundle(args: argparse.Namespace, targets: list[str]) -> dict:
     from ..export.core import export_bundle
     from ..quant.recipe import preset
 
-    if not args.fresh and _reusable(args.bundle, args.model, targets, args.recipe):
-        err_console.print(f"[dim]reusing {args.bundle} (exported by an earlier demo; --fresh exports again)[/]")
+    if not args.fresh and _reusable(args.bundle, args, targets):
+        err_console.print(f"[dim]reusing {args.bundle} (already exported with these settings; --fresh exports again)[/]")
         return open_bundle(args.bundle).manifest
     if args.bundle.exists() and not (args.bundle / C.MANIFEST_FILE).is_file():
         raise InputError(f"{args.bundle} exists and is not a bundle; choose another --bundle")
@@ -108,6 +112,8 @@ def main(args: argparse.Namespace) -> int:
     questions = shapes_data.questions(scene)
 
     manifest = export_demo_bundle(args, targets)
+    log = args.library_log
+    log.move_to(args.bundle / DEMO_LOG)
     exported = manifest[C.KEY_TARGETS]
     backends = [b for b, t in BACKEND_TARGET.items() if t is None or t in exported]
     runs: dict[str, dict] = {}
@@ -124,7 +130,8 @@ def main(args: argparse.Namespace) -> int:
             except Exception as e:  # one backend failing is reported; the others still answer
                 why = str(e) if isinstance(e, EdgeVLMError) else f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
                 runs[backend] = {"error": why}
-                err_console.print(f"[red]{backend}: {why}[/]")
+                err_console.print(f"[red]{backend}: {why}[/]" + (f" (details in {log.path})" if log.path else ""),
+                                  highlight=False)
                 continue
         runs[backend] = {"load_ms": load_ms, "answers": answers, "stats": stats}
         err_console.print(f"[dim]{backend}: answered in {(time.perf_counter() - t):.1f} s[/]")
@@ -146,7 +153,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"model": args.model, "bundle": str(args.bundle), "image": str(args.image_out), "seed": scene.seed,
                     "backends": ran, "questions": records, "benchmark": bench, "not_run": not_run,
-                    "export_report": manifest.get("export_report", []),
+                    "export_report": manifest.get("export_report", []), "log": str(log.path) if log.path else None,
                     "seconds": round(time.perf_counter() - started, 1)})
         return 0 if ran else 1
     print_targets(args.bundle, manifest)

@@ -11,6 +11,8 @@ from ..errors import InputError
 from .output import console, err_console, print_json
 from .quantize import build_recipe
 
+EXPORT_LOG = "export.log"  # other libraries' output during the export, kept in the bundle
+
 HELP = "Quantize a checkpoint and export it to a bundle for every requested target, each verified against the reference."
 
 
@@ -28,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk", type=int, default=64, help="prefill chunk size C (static)")
     p.add_argument("--max-context", type=int, default=None,
                    help="KV cache length (static; default: the model's positions, at most 2048)")
+    p.add_argument("--score", action="store_true",
+                   help="also export the `score` method (teacher-forced log-probabilities) so that "
+                        "`edgevlm eval BUNDLE --ppl` measures perplexity on the onnxruntime, executorch and tvm backends")
     p.add_argument("--force", action="store_true", help="replace an existing bundle")
 
 
@@ -51,10 +56,17 @@ def main(args: argparse.Namespace) -> int:
         calib = load_calibration(source.processor, sources, args.calib_samples)
     with err_console.status("exporting") as status:
         manifest = export_bundle(args.model, args.output, targets, recipe, calib, args.chunk, args.max_context,
-                                 args.force, log=lambda msg: status.update(msg) or err_console.print(f"[dim]{msg}[/]"))
+                                 args.force, log=lambda msg: status.update(msg) or err_console.print(f"[dim]{msg}[/]"),
+                                 score=args.score)
+    log = args.library_log
+    log.move_to(args.output / EXPORT_LOG)
     if args.json:
-        print_json({"bundle": str(args.output), "targets": manifest["export_report"]})
+        print_json({"bundle": str(args.output), "targets": manifest["export_report"],
+                    "log": str(log.path) if log.path else None})
     else:
         print_targets(args.output, manifest)
     failed = [r for r in manifest["export_report"] if r["status"] == "failed"]
+    for r in failed:
+        err_console.print(f"edgevlm export: target {r['target']} failed: {r['message']}"
+                          + (f" (details in {log.path})" if log.path else ""), highlight=False, soft_wrap=True)
     return 1 if failed else 0

@@ -18,7 +18,7 @@ from ..generate import stream
 from ..models import load
 from ..sampling import SamplingParams
 from ..sdk import BACKENDS, collect
-from .output import console, err_console, print_json
+from .output import console, err_console, out, print_json
 
 HELP = "Generate text from a prompt (and images) with a model."
 
@@ -82,8 +82,8 @@ def main(args: argparse.Namespace) -> int:
         print_json({"model": where, "backend": backend, "prompt": args.prompt, "images": args.image, "text": result.text,
                     "tokens": result.tokens, "stats": stats.to_dict()})
         return 0
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    out().write("\n")
+    out().flush()
     err_console.print(
         f"[dim]{stats.prompt_tokens} prompt tokens, TTFT {stats.ttft_ms:.0f} ms "
         f"(prefill {stats.prefill_tps:.0f} tok/s); {stats.generated_tokens} tokens at {stats.decode_tps:.1f} tok/s; "
@@ -152,8 +152,8 @@ def interactive(args: argparse.Namespace, backend: str, params: SamplingParams) 
             print_json_line({"event": "reply", "turn": turn, "prompt": line, "text": reply.text, "tokens": reply.tokens,
                              "stats": stats.to_dict()})
         else:
-            sys.stdout.write("\n")
-            sys.stdout.flush()
+            out().write("\n")
+            out().flush()
             err_console.print(f"[dim]turn {turn}: {stats.prompt_tokens} new prompt tokens, TTFT {stats.ttft_ms:.0f} ms, "
                               f"{stats.generated_tokens} tokens at {stats.decode_tps:.1f} tok/s[/]")
     return 0
@@ -163,8 +163,8 @@ def _echo(records, show: bool):
     """The stream's records, each piece written to stdout as it comes (when ``show``)."""
     for r in records:
         if show:
-            sys.stdout.write(r.text)
-            sys.stdout.flush()
+            out().write(r.text)
+            out().flush()
         yield r
 
 
@@ -178,5 +178,5 @@ def _say(args: argparse.Namespace, record: dict, text: str) -> None:
 def print_json_line(record: dict) -> None:
     import json
 
-    sys.stdout.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-    sys.stdout.flush()
+    out().write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+    out().flush()

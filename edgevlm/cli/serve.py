@@ -3,7 +3,9 @@
 ``POST /v1/chat/completions`` (text and images, streaming), ``GET /v1/models``, ``GET /health``,
 ``GET /metrics``; a pool of ``--sessions`` sessions over the one model, a bounded queue, limits on
 every request (docs/SERVE.md). It listens on loopback unless ``--host`` says otherwise. With
-``--json`` the startup line is JSON (``{"event": "listening", "url": ...}``).
+``--json`` the startup line is JSON (``{"event": "listening", "url": ...}``). The server's own log
+(errors; with ``--log-level info`` or ``--verbose`` each request) goes to stderr; other libraries'
+output to the command's log file, as for every command.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import json
 import logging
 import os
 import socket
-import sys
 from pathlib import Path
 
 from .. import contract as C
 from ..errors import InputError
 from ..sdk import BACKENDS
+from . import output
 from .output import err_console
 
 HELP = "Serve a model over an OpenAI-compatible HTTP API (chat completions with images, streaming)."
@@ -53,8 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="compute threads (native, torch)")
     p.add_argument("--max-context", type=int, default=None, help="KV cache length per session (native: at most the bundle's)")
     p.add_argument("--log-level", choices=("critical", "error", "warning", "info", "debug"), default="warning",
-                   help="server log level (info and debug also log each request)")
-    p.add_argument("--verbose", action="store_true", help="same as --log-level info")
+                   help="server log level (info and debug also log each request; --verbose means info)")
 
 
 def _model_name(path: str) -> str:
@@ -141,20 +142,32 @@ def main(args: argparse.Namespace) -> int:
     return _run(app, sock, args, config, model)
 
 
+def _server_logging(level: str) -> None:
+    """The server's log (uvicorn's and edgevlm.serve's records) on the user's stderr, one line each."""
+    handler = logging.StreamHandler(output.err())
+    handler.setFormatter(logging.Formatter("edgevlm serve: %(levelname)s: %(message)s"))
+    access = logging.StreamHandler(output.err())
+    access.setFormatter(logging.Formatter("edgevlm serve: %(message)s"))
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "edgevlm.serve"):
+        logger = logging.getLogger(name)
+        logger.handlers = [access if name == "uvicorn.access" else handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+
+
 def _run(app, sock: socket.socket, args: argparse.Namespace, config, model) -> int:
     import uvicorn
 
     level = "info" if args.verbose and args.log_level == "warning" else args.log_level
-    logging.basicConfig(format="edgevlm serve: %(levelname)s: %(message)s")
-    logging.getLogger("edgevlm.serve").setLevel(level.upper())
+    _server_logging(level)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}"
     if args.json:
-        sys.stdout.write(json.dumps({"event": "listening", "url": url, "model": config.model_name,
-                                     "backend": model.backend, "sessions": config.sessions,
-                                     "max_context": model.max_context, "api_key": config.api_key is not None}) + "\n")
-        sys.stdout.flush()
+        output.out().write(json.dumps({"event": "listening", "url": url, "model": config.model_name,
+                                       "backend": model.backend, "sessions": config.sessions,
+                                       "max_context": model.max_context, "api_key": config.api_key is not None}) + "\n")
+        output.out().flush()
     else:
         err_console.print(f"serving [bold]{config.model_name}[/] ({model.backend}, {config.sessions} session"
                           f"{'s' if config.sessions > 1 else ''}, context {model.max_context}) at {url}/v1 "
@@ -162,7 +175,7 @@ def _run(app, sock: socket.socket, args: argparse.Namespace, config, model) -> i
     if not _is_loopback(host) and not config.api_key:
         err_console.print(f"[yellow]warning: listening on {host} without --api-key: anyone who reaches this "
                           f"machine can use the model[/]", highlight=False)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=level, access_log=level in ("info", "debug"),
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level=level, access_log=level in ("info", "debug"),
                                            timeout_graceful_shutdown=5))
     server.run(sockets=[sock])
     return 0

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -101,7 +102,7 @@ def _graphs(model, methods: list[str]) -> dict:
     step = ETStepGraph(model)
     build = {C.METHOD_VISION_ENCODER: lambda: VisionEncoderGraph(model),
              C.METHOD_TOKEN_EMBEDDING: lambda: TokenEmbeddingGraph(model),
-             C.METHOD_PREFILL: lambda: step, C.METHOD_DECODE: lambda: step}
+             C.METHOD_PREFILL: lambda: step, C.METHOD_DECODE: lambda: step, C.METHOD_SCORE: lambda: step}
     return {m: build[m]() for m in methods}
 
 
@@ -341,6 +342,7 @@ class _Worker:
             tail = self.log.read_text(errors="replace").strip().splitlines()[-12:]
             raise RuntimeError(f"executorch: lowering {', '.join(self.methods)} in a worker process failed "
                                f"(exit {rc}):\n" + "\n".join(tail))
+        sys.stderr.write(self.log.read_text(errors="replace"))  # the worker's libraries: into the command's log
         report = json.loads(self.report.read_text())
         return self.program.read_bytes(), report["delegation"], report["times"]
 
@@ -370,8 +372,9 @@ def export(ctx: ExportContext, out: Path) -> TargetResult:
     worker = None
     try:
         if _parallel(ctx):
-            worker = _Worker(ctx, [C.METHOD_DECODE], scratch)
-            methods.remove(C.METHOD_DECODE)
+            offload = [m for m in (C.METHOD_DECODE, C.METHOD_SCORE) if m in methods]
+            worker = _Worker(ctx, offload, scratch)
+            methods = [m for m in methods if m not in offload]
         model, counts = executorch_model(ctx.reference.model)
         buffer, delegation, times = _lower(model, methods, ctx.chunk_size, ctx.max_context, ctx.image_size, meta,
                                            aliases=True)

@@ -7,6 +7,7 @@ Bundle layout (``onnx/``)::
     prefill.onnx          embeds [1, C, H], input_pos [C] int64, k_cache, v_cache [L, Hkv, S, D]
                           -> logits [1, V] (last row), k_cache_out, v_cache_out
     decode.onnx           the same with C = 1
+    score.onnx            (export --score) prefill's inputs + targets [C] int64 -> logprobs [C], k_cache_out, v_cache_out
     weights.data          the initializers of all four, each stored once (prefill and decode share it)
     qdq/*.onnx, qdq/weights.data   the QDQ variant: DequantizeLinear (int4 block-wise, int8 per axis) + MatMul
 
@@ -57,12 +58,14 @@ INPUT_NAMES = {
     C.METHOD_TOKEN_EMBEDDING: ["input_ids"],
     C.METHOD_PREFILL: ["embeds", "input_pos", "k_cache", "v_cache"],
     C.METHOD_DECODE: ["embeds", "input_pos", "k_cache", "v_cache"],
+    C.METHOD_SCORE: ["embeds", "input_pos", "k_cache", "v_cache", "targets"],
 }
 OUTPUT_NAMES = {
     C.METHOD_VISION_ENCODER: ["image_features"],
     C.METHOD_TOKEN_EMBEDDING: ["embeds"],
     C.METHOD_PREFILL: ["logits", "k_cache_out", "v_cache_out"],
     C.METHOD_DECODE: ["logits", "k_cache_out", "v_cache_out"],
+    C.METHOD_SCORE: ["logprobs", "k_cache_out", "v_cache_out"],
 }
 
 

@@ -2,6 +2,7 @@
 // exception, keeps its message as the thread's last error and returns a status code.
 #include "edgevlm/edgevlm.h"
 
+#include <algorithm>
 #include <cstring>
 #include <new>
 #include <string>
@@ -52,7 +53,7 @@ evlm_status guarded(F&& f) {
   }
 }
 
-evlm_status invalid(const char* what) {
+evlm_status invalid(const std::string& what) {
   g_last_error = what;
   return EVLM_ERR_INVALID_ARGUMENT;
 }
@@ -229,6 +230,19 @@ const int32_t* evlm_session_history(evlm_session* session, size_t* n_ids) {
   const auto& h = session->session->history();
   if (n_ids) *n_ids = h.size();
   return h.data();
+}
+
+evlm_status evlm_session_score(evlm_session* session, const int32_t* ids, size_t n_ids, float* logprobs,
+                               size_t capacity) {
+  if (!session || !ids || !logprobs) return invalid("evlm_session_score: session, ids and logprobs must not be NULL");
+  if (n_ids < 2) return invalid("evlm_session_score: at least two tokens are needed");
+  if (capacity < n_ids - 1)
+    return invalid("evlm_session_score: logprobs holds " + std::to_string(capacity) + " values; " +
+                   std::to_string(n_ids - 1) + " are needed");
+  return guarded([&] {
+    const std::vector<float> out = session->session->score(std::vector<int32_t>(ids, ids + n_ids));
+    std::copy(out.begin(), out.end(), logprobs);
+  });
 }
 
 evlm_status evlm_session_generate(evlm_session* session, const evlm_sampling_params* params,

@@ -222,16 +222,48 @@ void Session::take_pending(std::vector<int32_t>& ids) {
   pending_stop_ = false;
 }
 
+void Session::check_ids(const std::vector<int32_t>& ids, bool allow_image_token) const {
+  const PromptConfig& pc = model_->prompts().config();
+  for (int32_t id : ids)
+    if ((id < 0 || id >= engine_->vocab_size()) && !(allow_image_token && pc.has_image_token && id == pc.image_token_id))
+      fail(ErrorCode::kInvalidArgument, "token id " + std::to_string(id) + " outside the vocabulary (" +
+                                            std::to_string(engine_->vocab_size()) + ")");
+}
+
+std::vector<float> Session::score(const std::vector<int32_t>& ids) {
+  if (ids.size() < 2) fail(ErrorCode::kInvalidArgument, "score: at least two tokens are needed");
+  check_ids(ids);
+  if (int64_t(ids.size()) > model_->max_context())
+    fail(ErrorCode::kContextOverflow, std::to_string(ids.size()) + " tokens do not fit the context of " +
+                                          std::to_string(model_->max_context()) + " tokens");
+  reset();
+  const int H = engine_->hidden_size();
+  const int n = int(ids.size());
+  const auto t0 = Clock::now();
+  const std::vector<int64_t> wide(ids.begin(), ids.end());
+  std::vector<float> rows(size_t(n) * H);
+  engine_->embed(wide.data(), n, rows.data());
+  std::vector<float> logprobs(size_t(n) - 1);
+  logits_.assign(engine_->vocab_size(), 0.0f);
+  run_score(*engine_, rows.data(), ids.data(), n, 0, model_->chunk_size(), logprobs.data(), logits_.data(),
+            &stats_.prefill_chunks_ms);
+  stats_.prefill_ms = stats_.ttft_ms = ms_since(t0);
+  stats_.prompt_tokens = n;
+  history_ = ids;
+  pos_ = n;
+  have_logits_ = true;
+  stats_.context_used = pos_;
+  ++turns_;
+  return logprobs;
+}
+
 void Session::add_tokens(const std::vector<int32_t>& given, const std::vector<InputChunk>& images) {
   const auto t0 = Clock::now();
   if (given.empty()) fail(ErrorCode::kInvalidArgument, "no prompt tokens");
   if (!images.empty() && !model_->has_vision()) fail(ErrorCode::kInvalidArgument, "this is a text-only model: it takes no images");
   const PromptConfig& pc = model_->prompts().config();
   std::vector<int32_t> ids(given);
-  for (int32_t id : ids)
-    if ((id < 0 || id >= engine_->vocab_size()) && !(pc.has_image_token && id == pc.image_token_id))
-      fail(ErrorCode::kInvalidArgument, "token id " + std::to_string(id) + " outside the vocabulary (" +
-                                            std::to_string(engine_->vocab_size()) + ")");
+  check_ids(ids, /*allow_image_token=*/true);
   check_fits(ids.size());
   std::vector<ImageTiles> tiles;
   int64_t rows_needed = 0;

@@ -123,6 +123,10 @@ class Session {
   /// themselves with Model::turn_ids). The rows holding the image token take the images' features
   /// in order; their count must match the images' tiles.
   void add_tokens(const std::vector<int32_t>& ids, const std::vector<InputChunk>& images = {});
+  /// Teacher-forced scoring (perplexity): resets the session, prefills ids [n] in the usual chunks
+  /// and returns log p(ids[i + 1] | ids[..i]) for i < n - 1. Afterwards the session is as after
+  /// add_tokens(ids): generate() continues the text.
+  std::vector<float> score(const std::vector<int32_t>& ids);
   /// Samples up to max_new_tokens from the logits of the last prefill; the generated tokens stay
   /// in the cache so a next turn continues the conversation.
   std::vector<int32_t> generate(const SamplingParams& params, const TokenCallback& on_token = {});
@@ -151,6 +155,8 @@ class Session {
   /// Preprocessed images -> features [rows, H]; returns the rows (stats: image_tiles, vision_encode_ms).
   int encode(const std::vector<ImageTiles>& tiles, std::vector<float>& features);
   void prefill_ids(const std::vector<int32_t>& ids, const std::vector<float>& image_rows, int image_token_rows);
+  /// Every id inside the vocabulary (or, when allowed, the image placeholder, which may lie outside).
+  void check_ids(const std::vector<int32_t>& ids, bool allow_image_token = false) const;
 
   std::shared_ptr<Model> model_;
   std::unique_ptr<Engine> engine_;

@@ -34,6 +34,33 @@ void run_prefill(Engine& engine, const float* rows, int n, int start, int chunk_
   }
 }
 
+void run_score(Engine& engine, const float* rows, const int32_t* ids, int n, int start, int chunk_size,
+               float* logprobs, float* logits, std::vector<double>* chunk_ms) {
+  if (n < 2) fail(ErrorCode::kInvalidArgument, "scoring needs at least two tokens");
+  const size_t H = engine.hidden_size();
+  const std::vector<Chunk> plan = plan_chunks(n, start, chunk_size, engine.max_context());
+  std::vector<float> padded, out;
+  std::vector<int32_t> targets;
+  for (const Chunk& c : plan) {
+    const float* step = rows + c.begin * H;
+    if (c.pad()) {
+      padded.assign(c.size * H, 0.f);
+      std::copy(step, step + (c.end - c.begin) * H, padded.begin() + c.pad() * H);
+      step = padded.data();
+    }
+    // the target of row r is ids[r + 1]; padding rows and the prompt's last row take id 0 (unused)
+    targets.assign(c.size, 0);
+    for (int r = c.begin; r < c.end && r + 1 < n; ++r) targets[c.pad() + (r - c.begin)] = ids[r + 1];
+    out.resize(c.size);
+    const auto t0 = std::chrono::steady_clock::now();
+    engine.score(step, c.positions.data(), c.size, targets.data(), out.data(), logits);
+    if (chunk_ms) {
+      chunk_ms->push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    }
+    for (int r = c.begin; r < c.end && r + 1 < n; ++r) logprobs[r] = out[c.pad() + (r - c.begin)];
+  }
+}
+
 void merge_image_features(const int64_t* ids, int n, int64_t image_token_id, const float* features, int n_features,
                           int hidden, float* rows) {
   int slots = 0;

@@ -31,6 +31,10 @@ class Engine {
   virtual void prefill(const float* rows, const int32_t* positions, int c, float* logits) = 0;
   /// One row [H] at `position` -> logits [V] (prefill with c = 1).
   virtual void decode(const float* row, int32_t position, float* logits) = 0;
+  /// prefill() that also scores (teacher forcing): logprobs [c] gets log p(targets[i] | rows up to
+  /// row i) for each row, logits [V] the chunk's last row as prefill() gives them.
+  virtual void score(const float* rows, const int32_t* positions, int c, const int32_t* targets, float* logprobs,
+                     float* logits) = 0;
   /// Clears the KV cache.
   virtual void reset() = 0;
 };

@@ -160,6 +160,15 @@ PYBIND11_MODULE(_native, m) {
         py::gil_scoped_release release;
         s.truncate(n_tokens);
       }, py::arg("n_tokens"), "Keep the first n_tokens of the history in the KV cache, forget the rest.")
+      .def("score", [](Session& s, const std::vector<int32_t>& ids) {
+        std::vector<float> out;
+        {
+          py::gil_scoped_release release;
+          out = s.score(ids);
+        }
+        return py::array_t<float>(py::ssize_t(out.size()), out.data());
+      }, py::arg("ids"),
+      "Teacher-forced log p(ids[i + 1] | ids[..i]) [len(ids) - 1] from an empty cache (the session is reset).")
       .def("generate",
            [](Session& s, int max_new_tokens, float temperature, int top_k, float top_p, float repetition_penalty,
               uint64_t seed, bool ignore_eos, const py::object& on_token) {

@@ -1,6 +1,7 @@
 #include "engines/cpu/cpu_engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <thread>
 
 #include "core/error.h"
@@ -86,6 +87,25 @@ void CpuEngine::prefill(const float* rows, const int32_t* positions, int c, floa
 
 void CpuEngine::decode(const float* row, int32_t position, float* logits) {
   decoder_.forward(compute_, row, &position, 1, logits);
+}
+
+void CpuEngine::score(const float* rows, const int32_t* positions, int c, const int32_t* targets, float* logprobs,
+                      float* logits) {
+  const int V = vocab_size();
+  for (int i = 0; i < c; ++i)
+    if (targets[i] < 0 || targets[i] >= V)
+      fail(ErrorCode::kInvalidArgument, "score: target id " + std::to_string(targets[i]) + " outside the vocabulary (" +
+                                            std::to_string(V) + ")");
+  row_logits_.resize(static_cast<size_t>(c) * V);
+  decoder_.forward(compute_, rows, positions, c, row_logits_.data(), /*all_rows=*/true);
+  for (int i = 0; i < c; ++i) {
+    const float* l = &row_logits_[static_cast<size_t>(i) * V];
+    const float top = *std::max_element(l, l + V);
+    double sum = 0.0;
+    for (int j = 0; j < V; ++j) sum += std::exp(double(l[j]) - top);
+    logprobs[i] = float(double(l[targets[i]]) - top - std::log(sum));
+  }
+  std::copy(row_logits_.end() - V, row_logits_.end(), logits);
 }
 
 }  // namespace edgevlm::cpu

@@ -79,6 +79,8 @@ class CpuEngine final : public Engine {
   void encode_images(const float* tiles, int n, float* out) override;
   void prefill(const float* rows, const int32_t* positions, int c, float* logits) override;
   void decode(const float* row, int32_t position, float* logits) override;
+  void score(const float* rows, const int32_t* positions, int c, const int32_t* targets, float* logprobs,
+             float* logits) override;
   void reset() override { decoder_.reset(); }
 
   int threads() const { return model_->threads(); }
@@ -92,6 +94,7 @@ class CpuEngine final : public Engine {
   std::shared_ptr<CpuModel> model_;
   Compute compute_;  // the model's kernels and pool; this engine's activation scratch
   LlamaDecoder decoder_;
+  std::vector<float> row_logits_;  // [c, V] of the chunk being scored
 };
 
 }  // namespace edgevlm::cpu

@@ -138,7 +138,8 @@ void LlamaDecoder::attention(Compute& c, int layer, const int32_t* positions, in
   }
 }
 
-void LlamaDecoder::forward(Compute& c, const float* rows, const int32_t* positions, int C, float* logits) {
+void LlamaDecoder::forward(Compute& c, const float* rows, const int32_t* positions, int C, float* logits,
+                           bool all_rows) {
   if (C < 1) fail(ErrorCode::kInvalidArgument, "empty chunk");
   const int ctx = cache_.max_context();
   for (int i = 0; i < C; ++i) {
@@ -207,6 +208,11 @@ void LlamaDecoder::forward(Compute& c, const float* rows, const int32_t* positio
     }
     L.down.forward(c, mid_.data(), C, h_.data());
     for (size_t i = 0; i < static_cast<size_t>(C) * H; ++i) x_[i] += h_[i];
+  }
+  if (all_rows) {
+    for (int i = 0; i < C; ++i) rms_norm(&x_[static_cast<size_t>(i) * H], W.final_norm.data(), H, eps, &h_[static_cast<size_t>(i) * H]);
+    W.lm_head.forward(c, h_.data(), C, logits);
+    return;
   }
   rms_norm(&x_[static_cast<size_t>(C - 1) * H], W.final_norm.data(), H, eps, last_.data());
   W.lm_head.forward(c, last_.data(), 1, logits);

@@ -51,8 +51,9 @@ class LlamaDecoder {
 
   /// ids [n] -> out [n, H]
   void embed(const int64_t* ids, int n, float* out) const;
-  /// rows [C, H] at positions [C] -> logits [V] of the last row; keys/values written to the cache.
-  void forward(Compute& c, const float* rows, const int32_t* positions, int C, float* logits);
+  /// rows [C, H] at positions [C] -> logits [V] of the last row (every row's, [C, V], when
+  /// all_rows); keys/values written to the cache.
+  void forward(Compute& c, const float* rows, const int32_t* positions, int C, float* logits, bool all_rows = false);
   void reset() { cache_.clear(); }
   KvCache& cache() { return cache_; }
   const KvCache& cache() const { return cache_; }

@@ -19,6 +19,7 @@
   X(METHOD_TOKEN_EMBEDDING, "token_embedding")        \
   X(METHOD_PREFILL, "prefill")                        \
   X(METHOD_DECODE, "decode")                          \
+  X(METHOD_SCORE, "score")                            \
   X(ET_META_MAX_SEQ_LEN, "get_max_seq_len")           \
   X(ET_META_MAX_CONTEXT_LEN, "get_max_context_len")   \
   X(ET_META_BOS_ID, "get_bos_id")                     \

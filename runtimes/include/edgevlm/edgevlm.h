@@ -121,6 +121,11 @@ EVLM_API evlm_status evlm_session_truncate(evlm_session* session, size_t n_token
 /* The token ids in the KV cache, in order (after a generate, followed by its last token, which the
  * cache does not hold yet). Owned by the session, valid until the next call on it. */
 EVLM_API const int32_t* evlm_session_history(evlm_session* session, size_t* n_ids);
+/* Teacher-forced scoring (perplexity): resets the session, prefills ids [n_ids] (n_ids >= 2) in the
+ * usual chunks and writes log p(ids[i + 1] | ids[0..i]) for i < n_ids - 1 to logprobs (capacity >=
+ * n_ids - 1). Afterwards the session is as after evlm_session_add_tokens(ids): generate continues. */
+EVLM_API evlm_status evlm_session_score(evlm_session* session, const int32_t* ids, size_t n_ids, float* logprobs,
+                                        size_t capacity);
 /* Generates from the last prefill; callback may be NULL. The generated ids are written to
  * out_tokens (at most capacity; may be NULL) and their count to *n_out (may be NULL).
  * Returns EVLM_ERR_CANCELLED when the callback stopped it (the tokens so far are still written). */

@@ -14,17 +14,23 @@
 namespace edgevlm::codec {
 namespace {
 
-const std::array<uint32_t, 256>& crc_table() {
-  static const std::array<uint32_t, 256> table = [] {
-    std::array<uint32_t, 256> t{};
+// CRC-32 tables for 8 bytes at a time: t[0] is the classic byte table (reflected polynomial
+// 0x04C11DB7); t[k][b] is the CRC of byte b followed by k zero bytes.
+using CrcTables = std::array<std::array<uint32_t, 256>, 8>;
+const CrcTables& crc_tables() {
+  static const CrcTables tables = [] {
+    CrcTables t{};
     for (uint32_t n = 0; n < 256; ++n) {
       uint32_t c = n;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;  // reflected 0x04C11DB7
-      t[n] = c;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      t[0][n] = c;
+    }
+    for (int k = 1; k < 8; ++k) {
+      for (uint32_t n = 0; n < 256; ++n) t[k][n] = t[0][t[k - 1][n] & 0xFF] ^ (t[k - 1][n] >> 8);
     }
     return t;
   }();
-  return table;
+  return tables;
 }
 
 // Length symbols 257..285: base length and extra bits; distance symbols 0..29 likewise (RFC 1951 3.2.5).
@@ -165,17 +171,23 @@ class Inflater {
   }
 
   int decode(const Huffman& h) {  // needs >= 15 bits buffered
-    const uint16_t e = h.fast[bits_ & ((1u << Huffman::kFast) - 1)];
+    return decode_bits(h, bits_, count_);
+  }
+  // Decodes one symbol from (bits, count), which hold >= 15 bits; consumes its code.
+  int decode_bits(const Huffman& h, uint64_t& bits, int& count) const {
+    const uint16_t e = h.fast[bits & ((1u << Huffman::kFast) - 1)];
     if (e) {
-      take(e & 15);
+      bits >>= e & 15;
+      count -= e & 15;
       return e >> 4;
     }
-    int code = 0, first = 0, index = 0;
+    int code = 0, first = 0, index = 0;  // the canonical walk, one bit (code length) at a time
     for (int len = 1; len <= Huffman::kMaxLen; ++len) {
-      code |= int((bits_ >> (len - 1)) & 1);
+      code |= int((bits >> (len - 1)) & 1);
       const int c = h.count[len];
       if (code - first < c) {
-        take(len);
+        bits >>= len;
+        count -= len;
         return h.symbol[index + code - first];
       }
       index += c;
@@ -261,36 +273,49 @@ class Inflater {
   }
 
   void huffman(const Huffman& lit, const Huffman& dist) {
+    // The bit buffer and output position live in locals here (the hot loop); refill() works on the members.
+    uint64_t bits = bits_;
+    int count = count_;
+    size_t o = out_pos_;
+    const size_t end = out_size_;
+    uint8_t* const out = out_;
+    const auto take_bits = [&](int n) {
+      const uint32_t v = uint32_t(bits) & ((1u << n) - 1);
+      bits >>= n;
+      count -= n;
+      return v;
+    };
     for (;;) {
-      refill();  // >= 56 bits: a length code, its extra bits, a distance code and its extra bits
-      const int sym = decode(lit);
+      if (count < 48) {  // >= 48 bits: a length code, its extra bits, a distance code and its extra bits
+        bits_ = bits, count_ = count;
+        refill();
+        bits = bits_, count = count_;
+      }
+      const int sym = decode_bits(lit, bits, count);
       if (sym < 256) {
-        if (out_pos_ == out_size_) error("more data than the image needs");
-        out_[out_pos_++] = uint8_t(sym);
+        if (o == end) error("more data than the image needs");
+        out[o++] = uint8_t(sym);
         continue;
       }
-      if (sym == 256) return;
+      if (sym == 256) break;
       const int li = sym - 257;
       if (li >= 29) error("invalid length symbol");
-      const size_t len = kLengthBase[li] + take(kLengthExtra[li]);
-      const int di = decode(dist);
+      const size_t len = kLengthBase[li] + take_bits(kLengthExtra[li]);
+      const int di = decode_bits(dist, bits, count);
       if (di >= 30) error("invalid distance symbol");
-      const size_t d = kDistBase[di] + take(kDistExtra[di]);
-      if (d > out_pos_) error("back-reference before the start of the data");
-      if (len > out_size_ - out_pos_) error("more data than the image needs");
-      uint8_t* dst = out_ + out_pos_;
+      const size_t d = kDistBase[di] + take_bits(kDistExtra[di]);
+      if (d > o) error("back-reference before the start of the data");
+      if (len > end - o) error("more data than the image needs");
+      uint8_t* dst = out + o;
       const uint8_t* src = dst - d;
-      if (d >= len) {
-        std::memcpy(dst, src, len);
-      } else if (d >= 8) {
-        size_t i = 0;
-        for (; i + 8 <= len; i += 8) std::memcpy(dst + i, src + i, 8);
-        for (; i < len; ++i) dst[i] = src[i];
+      if (d >= 8 && end - o >= len + 8) {  // 8 bytes at a time; the overshoot is rewritten later
+        for (size_t i = 0; i < len; i += 8) std::memcpy(dst + i, src + i, 8);
       } else {
         for (size_t i = 0; i < len; ++i) dst[i] = src[i];
       }
-      out_pos_ += len;
+      o += len;
     }
+    bits_ = bits, count_ = count, out_pos_ = o;
   }
 
   const uint8_t* in_;
@@ -310,9 +335,16 @@ class Inflater {
 }  // namespace
 
 uint32_t crc32(const uint8_t* data, size_t size, uint32_t crc) {
-  const auto& t = crc_table();
+  const CrcTables& t = crc_tables();
   uint32_t c = crc ^ 0xFFFFFFFFu;
-  for (size_t i = 0; i < size; ++i) c = t[(c ^ data[i]) & 0xFF] ^ (c >> 8);
+  size_t i = 0;
+  for (; i + 8 <= size; i += 8) {
+    const uint8_t* p = data + i;
+    const uint32_t lo = c ^ (uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24);
+    c = t[7][lo & 0xFF] ^ t[6][(lo >> 8) & 0xFF] ^ t[5][(lo >> 16) & 0xFF] ^ t[4][lo >> 24] ^ t[3][p[4]] ^ t[2][p[5]] ^
+        t[1][p[6]] ^ t[0][p[7]];
+  }
+  for (; i < size; ++i) c = t[0][(c ^ data[i]) & 0xFF] ^ (c >> 8);
   return c ^ 0xFFFFFFFFu;
 }
 

@@ -6,6 +6,7 @@
 // 16-bit color, gray+alpha and alpha reduced to their high byte. A gray or RGB tRNS key is compared
 // with the 8-bit value (key & 255; 1-bit: any nonzero key means white), as Pillow does. Palette
 // indices past PLTE are black; tRNS alphas apply to the first entries, even past PLTE.
+#include <cstdlib>
 #include <cstring>
 
 #include "core/codec.h"
@@ -67,14 +68,36 @@ Header parse_ihdr(const uint8_t* p, uint32_t len) {
   return h;
 }
 
-int paeth(int a, int b, int c) {
-  const int p = a + b - c;
-  const int pa = p > a ? p - a : a - p, pb = p > b ? p - b : b - p, pc = p > c ? p - c : c - p;
-  if (pa <= pb && pa <= pc) return a;
-  return pb <= pc ? b : c;
+inline int paeth(int a, int b, int c) {  // of left a, up b, upper-left c: the nearest to a + b - c
+  const int pa = std::abs(b - c), pb = std::abs(a - c), pc = std::abs(a + b - 2 * c);
+  return (pa <= pb && pa <= pc) ? a : (pb <= pc ? b : c);
 }
 
-// Undoes the filter of one row in place; `prev` is the previous unfiltered row of the pass or null.
+// Paeth and average filters with the left and upper-left bytes of each of the B channels kept in
+// registers (the row's dependency chain then runs through registers, not memory).
+template <int B>
+void unpaeth(uint8_t* row, const uint8_t* prev, size_t n) {
+  int a[B], c[B];
+  for (int k = 0; k < B; ++k) a[k] = row[k] = uint8_t(row[k] + prev[k]), c[k] = prev[k];
+  for (size_t i = B; i < n; i += B) {
+    for (int k = 0; k < B; ++k) {
+      const int b = prev[i + k];
+      a[k] = row[i + k] = uint8_t(row[i + k] + paeth(a[k], b, c[k]));
+      c[k] = b;
+    }
+  }
+}
+template <int B>
+void unaverage(uint8_t* row, const uint8_t* prev, size_t n) {
+  int a[B];
+  for (int k = 0; k < B; ++k) a[k] = row[k] = uint8_t(row[k] + (prev[k] >> 1));
+  for (size_t i = B; i < n; i += B) {
+    for (int k = 0; k < B; ++k) a[k] = row[i + k] = uint8_t(row[i + k] + ((a[k] + prev[i + k]) >> 1));
+  }
+}
+
+// Undoes the filter of one row in place; `prev` is the previous unfiltered row of the pass (all
+// zeros for the first). Bytes left of the row are zero.
 void unfilter(uint8_t filter, uint8_t* row, const uint8_t* prev, size_t n, size_t bpp) {
   switch (filter) {
     case 0:
@@ -83,21 +106,25 @@ void unfilter(uint8_t filter, uint8_t* row, const uint8_t* prev, size_t n, size_
       for (size_t i = bpp; i < n; ++i) row[i] = uint8_t(row[i] + row[i - bpp]);
       return;
     case 2:
-      if (prev) {
-        for (size_t i = 0; i < n; ++i) row[i] = uint8_t(row[i] + prev[i]);
-      }
+      for (size_t i = 0; i < n; ++i) row[i] = uint8_t(row[i] + prev[i]);
       return;
     case 3:
-      for (size_t i = 0; i < n; ++i) {
-        const int left = i >= bpp ? row[i - bpp] : 0, up = prev ? prev[i] : 0;
-        row[i] = uint8_t(row[i] + ((left + up) >> 1));
-      }
-      return;
     case 4:
+      if (n % bpp == 0) {  // always, except a short final pixel that cannot occur for whole-byte pixels
+        const bool avg = filter == 3;
+        switch (bpp) {
+          case 1: return avg ? unaverage<1>(row, prev, n) : unpaeth<1>(row, prev, n);
+          case 2: return avg ? unaverage<2>(row, prev, n) : unpaeth<2>(row, prev, n);
+          case 3: return avg ? unaverage<3>(row, prev, n) : unpaeth<3>(row, prev, n);
+          case 4: return avg ? unaverage<4>(row, prev, n) : unpaeth<4>(row, prev, n);
+          case 6: return avg ? unaverage<6>(row, prev, n) : unpaeth<6>(row, prev, n);
+          case 8: return avg ? unaverage<8>(row, prev, n) : unpaeth<8>(row, prev, n);
+          default: break;
+        }
+      }
       for (size_t i = 0; i < n; ++i) {
-        const int left = i >= bpp ? row[i - bpp] : 0, up = prev ? prev[i] : 0;
-        const int corner = prev && i >= bpp ? prev[i - bpp] : 0;
-        row[i] = uint8_t(row[i] + paeth(left, up, corner));
+        const int a = i >= bpp ? row[i - bpp] : 0, b = prev[i], c = i >= bpp ? prev[i - bpp] : 0;
+        row[i] = uint8_t(row[i] + (filter == 3 ? (a + b) >> 1 : paeth(a, b, c)));
       }
       return;
     default:
@@ -130,6 +157,10 @@ class RowConverter {
       return;
     }
     const int ch = h_.samples, bytes = d / 8;  // 8 or 16 bits from here on; 16-bit keeps the high byte
+    if (bytes == 1 && step == 1 && ch == oc) {  // RGB or RGBA as stored
+      std::memcpy(dst, src, size_t(n) * size_t(oc));
+      return;
+    }
     for (int x = 0; x < n; ++x, dst += dstep) {
       const uint8_t* p = src + size_t(x) * size_t(ch * bytes);
       if (ct == 2) {
@@ -251,7 +282,8 @@ Pixels decode_png(const uint8_t* data, size_t size) {
     const int pw = pass_size(h.width, ps.x0, ps.dx), ph = pass_size(h.height, ps.y0, ps.dy);
     if (pw == 0 || ph == 0) continue;
     const size_t n = h.row_bytes(pw);
-    const uint8_t* prev = nullptr;
+    std::vector<uint8_t> zeros(n, 0);
+    const uint8_t* prev = zeros.data();
     for (int y = 0; y < ph; ++y) {
       unfilter(row[0], row + 1, prev, n, bpp);
       uint8_t* dst = out.data.data() + (size_t(ps.y0 + y * ps.dy) * size_t(h.width) + size_t(ps.x0)) * size_t(out_channels);

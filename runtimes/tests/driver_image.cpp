@@ -3,9 +3,12 @@
 //   driver_image preprocess PARAMS.json INPUT OUT.f32     INPUT: an image file, or raw:W:H:FILE (RGB8)
 //       writes float32 tiles [num_tiles, 3, h, w]; prints {"rows","cols","num_tiles","height","width"}
 //   driver_image decode FILE OUT.rgb                      writes RGB8; prints {"width","height"}
+//   driver_image bench FILE N                             decodes FILE (read once) N times; prints
+//                                                         {"ms": [per-decode wall ms]}
 //   driver_image resize raw:W:H:FILE OUT_W OUT_H FILTER OUT.rgb
 //
 // On an edgevlm::Error prints {"error": code, "message": ...} and exits 2.
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -69,6 +72,16 @@ int run(int argc, char** argv) {
     const edgevlm::Rgb8Image im = edgevlm::decode_image_file(argv[2]);
     write_file(argv[3], im.pixels.data(), im.pixels.size());
     out = {{"width", im.width}, {"height", im.height}};
+  } else if (cmd == "bench" && argc == 4) {
+    const std::vector<uint8_t> bytes = read_file(argv[2]);
+    std::vector<double> ms;
+    for (int i = 0, n = std::stoi(argv[3]); i < n; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const edgevlm::Rgb8Image im = edgevlm::decode_image_memory(bytes.data(), bytes.size(), argv[2]);
+      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      if (im.pixels.empty()) return 1;
+    }
+    out = {{"ms", ms}};
   } else if (cmd == "resize" && argc == 7) {
     const Input in = load_input(argv[2]);
     if (in.bytes.size() != size_t(in.width) * in.height * 3) {
@@ -79,7 +92,7 @@ int run(int argc, char** argv) {
     write_file(argv[6], im.pixels.data(), im.pixels.size());
     out = {{"width", im.width}, {"height", im.height}};
   } else {
-    std::fprintf(stderr, "usage: driver_image preprocess PARAMS.json INPUT OUT | decode FILE OUT | "
+    std::fprintf(stderr, "usage: driver_image preprocess PARAMS.json INPUT OUT | decode FILE OUT | bench FILE N | "
                          "resize raw:W:H:FILE OUT_W OUT_H FILTER OUT\n");
     return 64;
   }

@@ -207,6 +207,10 @@ Pixels decode_bmp(const uint8_t* data, size_t size) {
     }
   };
 
+  const size_t stride = ((size_t(w) * size_t(in.bits) + 31) >> 3) & ~size_t(3);
+  if (in.compression == kRaw || in.compression == kBitfields) {  // all rows present, before allocating
+    if ((size - pixel_at) / stride < size_t(h)) r.truncated("pixel data");
+  }
   const int channels = layout.alpha && in.bits == 32 ? 4 : 3;
   Pixels out = new_pixels("BMP", w, h, channels);
   const auto out_row = [&](int file_row) {  // image row of the file_row-th row stored
@@ -223,7 +227,6 @@ Pixels decode_bmp(const uint8_t* data, size_t size) {
     return out;
   }
 
-  const size_t stride = ((size_t(w) * size_t(in.bits) + 31) >> 3) & ~size_t(3);
   const int unpack_bits = kind == PaletteKind::kGray1 ? 1 : in.bits;  // Pillow reads mode "1" data as 1-bit
   const int sr = shift_of(layout.r), sg = shift_of(layout.g), sb = shift_of(layout.b), sa = shift_of(layout.a);
   for (int row = 0; row < h; ++row) {

@@ -129,6 +129,10 @@ Pixels decode_gif(const uint8_t* data, size_t size) {
   check_size("GIF", width, height);
   if (f.table && is_gray_ramp(f.table, f.table_entries)) f.table = nullptr;
 
+  // A code of >= 2 bits gives at most 4096 indices: refuse a frame its data cannot fill, unallocated.
+  if ((int64_t(f.w) * f.h - 4096) / 16384 > int64_t(f.lzw.size())) {
+    fail("GIF", "image data too short for a " + std::to_string(f.w) + "x" + std::to_string(f.h) + " frame (truncated)");
+  }
   std::vector<uint8_t> indices(size_t(f.w) * size_t(f.h));
   if (!indices.empty()) lzw_decode(f.lzw, f.min_code_size, indices);
 

@@ -374,6 +374,12 @@ void zlib_decompress(const uint8_t* in, size_t in_size, uint8_t* out, size_t out
   if ((cmf & 15) != 8 || (cmf >> 4) > 7) bad("not a deflate stream (zlib header " + std::to_string(cmf) + ")");
   if ((cmf << 8 | flg) % 31 != 0) bad("zlib header check failed");
   if (flg & 0x20) bad("zlib preset dictionaries are not supported");
+  // Deflate expands at most 1032:1 (a 258-byte match in 2 bits), so this much output cannot come from
+  // this little input: refused before anything is decoded.
+  if (out_size / 1032 > in_size) {
+    bad(std::to_string(in_size) + " compressed bytes cannot hold the " + std::to_string(out_size) +
+        " bytes the image needs (truncated)");
+  }
   Inflater inflater(in + 2, in_size - 2, out, out_size, format, what);
   const size_t n = inflater.run();
   if (n != out_size) {

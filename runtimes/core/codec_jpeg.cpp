@@ -5,8 +5,8 @@
 //
 // The color space is chosen as libjpeg does: 3 components are YCbCr with a JFIF marker, RGB with
 // an Adobe marker of transform 0, else by the component ids ('R','G','B' -> RGB); 4 components are
-// YCCK with an Adobe marker of transform other than 0, else CMYK. Missing Huffman tables 0 and 1
-// default to those of T.81 Annex K.3, as in libjpeg-turbo.
+// YCCK with an Adobe marker of transform other than 0, else CMYK. In sequential files, missing
+// Huffman tables 0 and 1 default to those of T.81 Annex K.3, as in libjpeg-turbo.
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -64,7 +64,7 @@ struct State {
   int scans = 0;
 };
 
-void parse_sof(State& st, uint8_t marker, const uint8_t* s, size_t n) {
+void parse_sof(State& st, uint8_t marker, const uint8_t* s, size_t n, size_t file_size) {
   if (st.have_frame) bad("more than one frame header");
   if (n < 6) bad("frame header truncated");
   Frame& f = st.frame;
@@ -95,6 +95,17 @@ void parse_sof(State& st, uint8_t marker, const uint8_t* s, size_t n) {
     }
     f.hmax = std::max(f.hmax, c.h);
     f.vmax = std::max(f.vmax, c.v);
+  }
+  // Every block takes at least one bit in its first scan: a file this short cannot describe this
+  // many blocks (checked before the planes are allocated).
+  int64_t blocks_needed = 0;
+  for (int i = 0; i < f.ncomp; ++i) {
+    const Component& c = f.comp[i];
+    blocks_needed += ((int64_t(f.width) * c.h + 8 * f.hmax - 1) / (8 * f.hmax)) *
+                     ((int64_t(f.height) * c.v + 8 * f.vmax - 1) / (8 * f.vmax));
+  }
+  if (blocks_needed > 8 * int64_t(file_size)) {
+    bad("file too short for a " + std::to_string(f.width) + "x" + std::to_string(f.height) + " image (truncated)");
   }
   f.mcus_x = (f.width + 8 * f.hmax - 1) / (8 * f.hmax);
   f.mcus_y = (f.height + 8 * f.vmax - 1) / (8 * f.vmax);
@@ -139,6 +150,7 @@ void parse_dht(State& st, const uint8_t* s, size_t n) {
     if (total > 256 || n - i - 17 < size_t(total)) bad("Huffman table truncated or too large");
     jpeg::HuffmanTable& t = tc ? st.tables.ac[th] : st.tables.dc[th];
     if (!t.build(counts, s + i + 17, total)) bad("invalid Huffman table");
+    t.standard = false;
     i += 17 + size_t(total);
   }
 }
@@ -194,8 +206,9 @@ Scan parse_sos(State& st, const uint8_t* s, size_t n) {
   for (int i = 0; i < sc.ncomp; ++i) {
     Component& c = f.comp[sc.comp[i]];
     const bool need_dc = sc.ss == 0 && sc.ah == 0, need_ac = !f.progressive || sc.ss > 0;
-    if (need_dc && !st.tables.dc[c.dc_table].defined) bad("DC Huffman table " + std::to_string(c.dc_table) + " not defined");
-    if (need_ac && !st.tables.ac[c.ac_table].defined) bad("AC Huffman table " + std::to_string(c.ac_table) + " not defined");
+    const auto usable = [&](const jpeg::HuffmanTable& t) { return t.defined && !(f.progressive && t.standard); };
+    if (need_dc && !usable(st.tables.dc[c.dc_table])) bad("DC Huffman table " + std::to_string(c.dc_table) + " not defined");
+    if (need_ac && !usable(st.tables.ac[c.ac_table])) bad("AC Huffman table " + std::to_string(c.ac_table) + " not defined");
     if (!c.quant_latched) {  // libjpeg keeps the table as it was at the component's first scan
       if (!st.tables.quant_defined[c.tq]) bad("quantization table " + std::to_string(c.tq) + " not defined");
       std::memcpy(c.quant, st.tables.quant[c.tq], sizeof c.quant);
@@ -213,6 +226,7 @@ Pixels decode_jpeg(const uint8_t* data, size_t size) {
   st.tables.dc[1].build(kDcChromaCounts, kDcSymbols, 12);
   st.tables.ac[0].build(kAcLumaCounts, kAcLumaSymbols, 162);
   st.tables.ac[1].build(kAcChromaCounts, kAcChromaSymbols, 162);
+  st.tables.dc[0].standard = st.tables.dc[1].standard = st.tables.ac[0].standard = st.tables.ac[1].standard = true;
   size_t pos = 2;  // after SOI (checked by the caller)
   for (;;) {
     while (pos < size && data[pos] != 0xFF) ++pos;  // stray bytes before a marker: skipped, as libjpeg does
@@ -230,7 +244,7 @@ Pixels decode_jpeg(const uint8_t* data, size_t size) {
     const size_t n = len - 2;
     size_t next = pos + len;
     switch (m) {
-      case 0xC0: case 0xC1: case 0xC2: parse_sof(st, m, seg, n); break;
+      case 0xC0: case 0xC1: case 0xC2: parse_sof(st, m, seg, n, size); break;
       case 0xC3: bad("lossless JPEG (SOF3) is not supported");
       case 0xC5: case 0xC6: case 0xC7: bad("hierarchical (differential) JPEG is not supported");
       case 0xC9: case 0xCA: case 0xCB: case 0xCD: case 0xCE: case 0xCF:

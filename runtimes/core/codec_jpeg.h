@@ -23,6 +23,7 @@ extern const uint8_t kNatural[64 + 16];
 struct HuffmanTable {
   static constexpr int kFast = 9;
   bool defined = false;
+  bool standard = false;  // T.81 Annex K default (libjpeg-turbo's, sequential frames only)
   uint8_t fast_len[1 << kFast];  // code length of the code starting with these 9 bits, 0 = longer
   uint8_t fast_sym[1 << kFast];
   int32_t maxcode[18];     // largest code of each length (-1: none), maxcode[17] sentinel

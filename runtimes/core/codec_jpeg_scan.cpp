@@ -16,9 +16,15 @@ bool HuffmanTable::build(const uint8_t counts[16], const uint8_t* symbols, int n
   int total = 0;
   for (int l = 0; l < 16; ++l) total += counts[l];
   if (total != n || total > 256) return false;
+  int32_t code = 0;
+  for (int l = 1; l <= 16; ++l) {  // canonical codes: each length's codes follow the last, shifted
+    code += counts[l - 1];
+    if (code >= (1 << l)) return false;  // over-subscribed, or uses the all-ones code
+    code <<= 1;
+  }
   std::memcpy(values, symbols, size_t(n));
   std::memset(fast_len, 0, sizeof fast_len);
-  int32_t code = 0;
+  code = 0;
   int k = 0;
   for (int l = 1; l <= 16; ++l) {
     valoffset[l] = k - code;
@@ -29,7 +35,6 @@ bool HuffmanTable::build(const uint8_t counts[16], const uint8_t* symbols, int n
       }
     }
     maxcode[l] = counts[l - 1] ? code - 1 : -1;
-    if (code >= (1 << l)) return false;  // over-subscribed, or uses the all-ones code
     code <<= 1;
   }
   maxcode[0] = maxcode[17] = -1;

@@ -268,6 +268,10 @@ Pixels decode_png(const uint8_t* data, size_t size) {
     const int pw = pass_size(h.width, passes[p].x0, passes[p].dx), ph = pass_size(h.height, passes[p].y0, passes[p].dy);
     if (pw > 0 && ph > 0) total += size_t(ph) * (1 + h.row_bytes(pw));
   }
+  if (total / 1032 > compressed.size()) {  // before allocating `total` (see zlib_decompress)
+    fail("PNG", "image data too short for a " + std::to_string(h.width) + "x" + std::to_string(h.height) +
+                    " image (truncated)");
+  }
   std::vector<uint8_t> raw(total);
   zlib_decompress(compressed.data(), compressed.size(), raw.data(), raw.size(), "PNG", "image data");
   compressed = std::vector<uint8_t>();

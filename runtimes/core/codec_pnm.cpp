@@ -111,8 +111,11 @@ Pixels decode_pnm(const uint8_t* data, size_t size) {
     maxval = header_number(r, "maxval");
     if (maxval == 0 || maxval > 65535) fail("PNM", "maxval " + std::to_string(maxval) + " outside 1..65535");
   }
-  Pixels out = new_pixels("PNM", width, height, 3);
+  check_size("PNM", width, height);
   const size_t n = size_t(width) * size_t(height);
+  const size_t needed = bitmap && !plain ? (size_t(width) + 7) / 8 * height : n * size_t(samples) * (maxval < 256 ? 1 : 2);
+  if (r.left() < (plain ? n * size_t(samples) / (bitmap ? 1 : 2) : needed)) r.truncated("pixel data");  // before allocating
+  Pixels out = new_pixels("PNM", width, height, 3);
   // Gray with maxval > 255: 16-bit values first (Pillow's mode "I"), then clipped to 255.
   const uint32_t out_max = (samples == 1 && maxval > 255) ? 65535 : 255;
   uint8_t* dst = out.data.data();

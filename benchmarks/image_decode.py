@@ -6,8 +6,9 @@ Default files: the 1280x720 photo ../shared/data/images/cat_720p.jpg and the sam
 PNG by Pillow (compress level 6, adaptive filters). Per round, interleaved: the C++ decoder
 (runtimes/tests/driver_image.cpp ``bench``: decode_image_memory on bytes already in memory, RGB out)
 then Pillow the same number of times (``Image.open`` + ``convert("RGB")`` from bytes in memory, and
-the Python loader ``load_image``, which adds the array copy). Prints per-decode milliseconds
-(median, min-max over all decodes), the load average before and after, and the CPU model.
+the Python loader ``load_image``, which adds the array copy). Prints per-decode milliseconds of
+wall time and of the decoding thread's CPU time (steadier on a shared machine): median and min-max
+over all decodes, with the load average before and after and the CPU model.
 """
 
 from __future__ import annotations
@@ -41,17 +42,18 @@ def cpu_model() -> str:
         return "unknown"
 
 
-def time_pil(data: bytes, n: int, loader: bool) -> list[float]:
-    out = []
+def time_pil(data: bytes, n: int, loader: bool) -> tuple[list[float], list[float]]:
+    wall, cpu = [], []
     for _ in range(n):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         if loader:
             load_image(data)
         else:
             with Image.open(io.BytesIO(data)) as im:
                 im.convert("RGB")
-        out.append((time.perf_counter() - t) * 1000)
-    return out
+        cpu.append((time.thread_time() - c) * 1000)
+        wall.append((time.perf_counter() - t) * 1000)
+    return wall, cpu
 
 
 def summary(ms: list[float]) -> str:
@@ -76,22 +78,26 @@ def main() -> int:
         rows = []
         for f in files:
             data = f.read_bytes()
-            cpp, pil, loader = [], [], []
+            t = {k: ([], []) for k in ("cpp", "pil", "loader")}  # (wall, cpu) per decode
             for _ in range(args.rounds):
                 proc = subprocess.run([str(driver), "bench", str(f), str(args.per_round)], capture_output=True,
                                       text=True, check=True)
-                cpp += json.loads(proc.stdout.strip().splitlines()[-1])["ms"]
-                pil += time_pil(data, args.per_round, loader=False)
-                loader += time_pil(data, args.per_round, loader=True)
+                res = json.loads(proc.stdout.strip().splitlines()[-1])
+                t["cpp"][0].extend(res["ms"]), t["cpp"][1].extend(res["cpu_ms"])
+                for key, loader in (("pil", False), ("loader", True)):
+                    wall, cpu = time_pil(data, args.per_round, loader)
+                    t[key][0].extend(wall), t[key][1].extend(cpu)
             with Image.open(f) as im:
                 size = f"{im.width}x{im.height} {im.format}"
-            rows.append((f.name, size, cpp, pil, loader))
+            rows.append((f.name, size, t))
         load_after = os.getloadavg()
     print(f"CPU: {cpu_model()}; load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
           f"{args.rounds} rounds x {args.per_round} decodes, interleaved")
-    print(f"{'file':<16} {'image':<16} {'C++ ms median (min-max)':<26} {'Pillow open+convert':<26} load_image")
-    for name, size, cpp, pil, loader in rows:
-        print(f"{name:<16} {size:<16} {summary(cpp):<26} {summary(pil):<26} {summary(loader)}")
+    print(f"{'file':<16} {'image':<16} {'time':<5} {'C++ ms median (min-max)':<26} {'Pillow open+convert':<26} load_image")
+    for name, size, t in rows:
+        for i, kind in enumerate(("wall", "cpu")):
+            print(f"{name:<16} {size:<16} {kind:<5} {summary(t['cpp'][i]):<26} {summary(t['pil'][i]):<26} "
+                  f"{summary(t['loader'][i])}")
     return 0
 
 

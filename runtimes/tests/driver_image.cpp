@@ -4,7 +4,7 @@
 //       writes float32 tiles [num_tiles, 3, h, w]; prints {"rows","cols","num_tiles","height","width"}
 //   driver_image decode FILE OUT.rgb                      writes RGB8; prints {"width","height"}
 //   driver_image bench FILE N                             decodes FILE (read once) N times; prints
-//                                                         {"ms": [per-decode wall ms]}
+//                                                         {"ms": [wall ms], "cpu_ms": [thread CPU ms]}
 //   driver_image resize raw:W:H:FILE OUT_W OUT_H FILTER OUT.rgb
 //   driver_image mutate FILE N SEED                       decodes N corrupted copies of FILE (truncated,
 //                                                         bytes overwritten or flipped; N = "prefixes":
@@ -14,6 +14,7 @@
 // On an edgevlm::Error prints {"error": code, "message": ...} and exits 2.
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -135,14 +136,21 @@ int run(int argc, char** argv) {
     out = {{"width", im.width}, {"height", im.height}};
   } else if (cmd == "bench" && argc == 4) {
     const std::vector<uint8_t> bytes = read_file(argv[2]);
-    std::vector<double> ms;
+    std::vector<double> ms, cpu_ms;
+    const auto thread_cpu_ms = [] {
+      timespec t{};
+      clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+      return double(t.tv_sec) * 1e3 + double(t.tv_nsec) * 1e-6;
+    };
     for (int i = 0, n = std::stoi(argv[3]); i < n; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
+      const double c0 = thread_cpu_ms();
       const edgevlm::Rgb8Image im = edgevlm::decode_image_memory(bytes.data(), bytes.size(), argv[2]);
+      cpu_ms.push_back(thread_cpu_ms() - c0);
       ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       if (im.pixels.empty()) return 1;
     }
-    out = {{"ms", ms}};
+    out = {{"ms", ms}, {"cpu_ms", cpu_ms}};
   } else if (cmd == "mutate" && argc == 5) {
     out = mutate(argv[2], argv[3], std::stoull(argv[4]));
   } else if (cmd == "resize" && argc == 7) {

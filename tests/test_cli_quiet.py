@@ -139,7 +139,7 @@ def test_demo_reuses_the_bundle_and_is_quiet(shapes_every_target):
     assert "reusing" in proc.stderr  # the export above had the demo's settings
     for backend in ("torch", "native", "onnxruntime", "executorch", "tvm"):
         assert backend in proc.stdout
-    assert "(x)" not in proc.stdout  # every backend answered every question right
+    assert proc.stdout.count("(x)") == 1  # only the table's legend: every backend answered every question right
 
 
 @pytest.mark.parametrize("backend", ["native", "onnxruntime", "executorch", "tvm", "torch"])

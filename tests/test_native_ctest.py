@@ -57,7 +57,8 @@ def test_driver_tests_under_sanitizers(asan_build):
     env = dict(os.environ, EDGEVLM_NATIVE_BUILD_DIR=str(asan_build),
                EDGEVLM_NATIVE_CMAKE_ARGS="-DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDGEVLM_SANITIZE=ON",
                ASAN_OPTIONS="detect_leaks=1:abort_on_error=1", UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
-    files = ["tests/test_native_tokenizer.py", "tests/test_native_image.py", "tests/test_native_engine.py",
+    files = ["tests/test_native_tokenizer.py", "tests/test_native_image.py", "tests/test_native_codecs.py",
+             "tests/test_native_engine.py",
              "tests/test_native_loading.py", "tests/test_native_kernels.py"]
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", *files],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)

@@ -234,8 +234,9 @@ const int32_t* evlm_session_history(evlm_session* session, size_t* n_ids) {
 
 evlm_status evlm_session_score(evlm_session* session, const int32_t* ids, size_t n_ids, float* logprobs,
                                size_t capacity) {
-  if (!session || !ids || !logprobs) return invalid("evlm_session_score: session, ids and logprobs must not be NULL");
+  if (!session || !ids) return invalid("evlm_session_score: session and ids must not be NULL");
   if (n_ids < 2) return invalid("evlm_session_score: at least two tokens are needed");
+  if (!logprobs) return invalid("evlm_session_score: logprobs must not be NULL");
   if (capacity < n_ids - 1)
     return invalid("evlm_session_score: logprobs holds " + std::to_string(capacity) + " values; " +
                    std::to_string(n_ids - 1) + " are needed");
